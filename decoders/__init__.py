@@ -1,0 +1,1 @@
+"""Decoders: from the fused dialogue state to text and speech."""

@@ -1,0 +1,1 @@
+"""Text to speech: Piper voices run with onnxruntime."""
