@@ -1,0 +1,93 @@
+"""The `mmdialog` command line. Every command takes `--config` (a preset name or YAML path) and overrides."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from mmdialog.errors import MmdialogError
+
+# Hub libraries and Gradio phone home from background threads; an assistant must not, unless asked.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="A multimodal dialogue system.")
+
+ConfigOption = Annotated[
+    str | None, typer.Option("--config", "-c", help="Preset name (demo, tiny, base, ...) or YAML file.")
+]
+Overrides = Annotated[list[str] | None, typer.Argument(help="Config overrides as key.sub=value.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@app.callback()
+def _commands() -> None:
+    """A multimodal dialogue system: speak, show a picture and type; it answers in text and voice."""
+
+
+def reports_errors(command: F) -> F:
+    """A user mistake or a missing model ends as one line on stderr and exit status 2, not a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except MmdialogError as exc:
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                typer.echo(f"error: {line}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _count(module) -> tuple[int, int]:
+    params = list(module.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+@app.command()
+@reports_errors
+def info(config: ConfigOption = None, overrides: Overrides = None,
+         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+    """Load a configuration's model and show its components, sizes and what trains."""
+    from mmdialog.config import config_to_dict, load_config
+    from mmdialog.model import MultimodalDialogueModel
+
+    cfg = load_config(config, overrides or [])
+    model = MultimodalDialogueModel.from_config(cfg)
+    parts = {"speech": model.speech, "vision": model.vision, "fusion": model.fusion, "decoder": model.decoder}
+    sizes = {}
+    for name, module in parts.items():
+        total, trainable = _count(module)
+        freeze = getattr(cfg, name).freeze.value if name != "fusion" else "full"
+        sizes[name] = {"parameters": total, "trainable": trainable, "freeze": freeze}
+    if as_json:
+        typer.echo(json.dumps({"config": config_to_dict(cfg), "components": sizes}))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"mmdialog model '{cfg.name}'")
+    for column in ("component", "source", "parameters", "trainable", "policy"):
+        table.add_column(column)
+    sources = {"speech": cfg.speech.name, "vision": cfg.vision.name, "decoder": cfg.decoder.name,
+               "fusion": f"{cfg.fusion.image.kind.value} / {cfg.fusion.audio.kind.value}"}
+    for name, size in sizes.items():
+        table.add_row(name, sources[name] or "built from config", f"{size['parameters']:,}",
+                      f"{size['trainable']:,}", size["freeze"])
+    Console().print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Projectors that turn encoder features into "soft tokens" in the decoder's embedding space.
+
+One projector per modality: an MLP (one soft token per input frame/patch), a frame-stacking downsampler
+for speech (k consecutive frames concatenated, then an MLP: 50 Hz Whisper frames become 12.5 Hz tokens),
+and a learned-query resampler for images (a fixed number of tokens whatever the patch count).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mmdialog.config import FusionSettings, ProjectorKind, ProjectorSettings
+
+
+class MLPProjector(nn.Module):
+    """features (N, in) -> soft tokens (N, out): Linear, GELU, Linear, as LLaVA-1.5's projector."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_mult: int = 2):
+        super().__init__()
+        hidden = out_dim * hidden_mult
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+
+    def output_length(self, input_length: int) -> int:
+        return input_length
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+
+class FrameStackProjector(nn.Module):
+    """(N, in) -> (ceil(N / k), out): concatenates k consecutive frames, so long audio costs fewer tokens."""
+
+    def __init__(self, in_dim: int, out_dim: int, stack: int, hidden_mult: int = 2):
+        super().__init__()
+        self.stack = stack
+        self.mlp = MLPProjector(in_dim * stack, out_dim, hidden_mult)
+
+    def output_length(self, input_length: int) -> int:
+        return math.ceil(input_length / self.stack)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        length, dim = features.shape[-2:]
+        remainder = (-length) % self.stack
+        if remainder:
+            # Repeat the last frame rather than pad zeros: zeros are a valid-looking but false signal.
+            features = torch.cat([features, features[..., -1:, :].expand(*features.shape[:-2], remainder, dim)], -2)
+        stacked = features.reshape(*features.shape[:-2], -1, dim * self.stack)
+        return self.mlp(stacked)
+
+
+class ResamplerProjector(nn.Module):
+    """(N, in) -> (num_tokens, out): learned queries cross-attend to the features (Flamingo's Perceiver idea)."""
+
+    def __init__(self, in_dim: int, out_dim: int, num_tokens: int, layers: int, heads: int, hidden_mult: int = 2):
+        super().__init__()
+        self.num_tokens = num_tokens
+        self.input = nn.Linear(in_dim, out_dim)
+        self.queries = nn.Parameter(torch.randn(num_tokens, out_dim) * out_dim**-0.5)
+        self.blocks = nn.ModuleList(
+            nn.TransformerDecoderLayer(
+                d_model=out_dim, nhead=heads, dim_feedforward=out_dim * hidden_mult,
+                dropout=0.0, activation="gelu", batch_first=True, norm_first=True,
+            )
+            for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(out_dim)
+
+    def output_length(self, input_length: int) -> int:
+        return self.num_tokens
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        batched = features.dim() == 3
+        memory = self.input(features if batched else features.unsqueeze(0))
+        tokens = self.queries.unsqueeze(0).expand(memory.shape[0], -1, -1)
+        for block in self.blocks:
+            tokens = block(tokens, memory)
+        tokens = self.norm(tokens)
+        return tokens if batched else tokens.squeeze(0)
+
+
+def build_projector(settings: ProjectorSettings, in_dim: int, out_dim: int) -> nn.Module:
+    if settings.kind == ProjectorKind.mlp:
+        return MLPProjector(in_dim, out_dim, settings.hidden_mult)
+    if settings.kind == ProjectorKind.framestack:
+        return FrameStackProjector(in_dim, out_dim, settings.stack, settings.hidden_mult)
+    return ResamplerProjector(in_dim, out_dim, settings.num_tokens, settings.layers, settings.heads,
+                              settings.hidden_mult)
+
+
+class Fusion(nn.Module):
+    """The trainable bridge: a projector per modality plus an optional learned embedding per modality."""
+
+    MODALITIES = ("image", "audio")
+
+    def __init__(self, settings: FusionSettings, image_dim: int, audio_dim: int, model_dim: int):
+        super().__init__()
+        self.projectors = nn.ModuleDict({
+            "image": build_projector(settings.image, image_dim, model_dim),
+            "audio": build_projector(settings.audio, audio_dim, model_dim),
+        })
+        self.modality_embeddings = (
+            nn.ParameterDict({m: nn.Parameter(torch.zeros(model_dim)) for m in self.MODALITIES})
+            if settings.modality_embeddings else None
+        )
+
+    def soft_token_count(self, modality: str, feature_length: int) -> int:
+        return self.projectors[modality].output_length(feature_length)
+
+    def forward(self, modality: str, features: torch.Tensor) -> torch.Tensor:
+        tokens = self.projectors[modality](features)
+        if self.modality_embeddings is not None:
+            tokens = tokens + self.modality_embeddings[modality]
+        return tokens

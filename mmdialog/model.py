@@ -1,0 +1,184 @@
+"""MultimodalDialogueModel: speech and vision encoders, fusion projectors and a Seq2Seq decoder as one module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from decoders.seq2seq import Seq2SeqDecoder
+from encoders.speech import SpeechEncoder
+from encoders.vision import VisionEncoder
+from mmdialog.config import Freeze, MmdialogConfig
+from mmdialog.dialogue import Media, ModelInput
+from mmdialog.errors import ModelNotAvailableError
+from mmdialog.freezing import apply_freeze_policy
+from mmdialog.fusion import Fusion
+
+COMPONENTS = ("speech", "vision", "decoder")
+
+
+def load_components(config: MmdialogConfig) -> tuple[SpeechEncoder, VisionEncoder, Seq2SeqDecoder]:
+    """Load all three components, reporting every missing model at once (one sentence each)."""
+    loaders = {"speech": SpeechEncoder, "vision": VisionEncoder, "decoder": Seq2SeqDecoder}
+    loaded, problems = {}, []
+    for name, cls in loaders.items():
+        try:
+            loaded[name] = cls.from_settings(getattr(config, name))
+        except ModelNotAvailableError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ModelNotAvailableError(problems)
+    return loaded["speech"], loaded["vision"], loaded["decoder"]
+
+
+class MultimodalDialogueModel(nn.Module):
+    """forward(inputs) -> loss, generate(inputs) -> replies; inputs are `ModelInput`s from the dialogue format."""
+
+    def __init__(self, config: MmdialogConfig, speech: SpeechEncoder, vision: VisionEncoder,
+                 decoder: Seq2SeqDecoder):
+        super().__init__()
+        self.config = config
+        self.speech = speech
+        self.vision = vision
+        self.decoder = decoder
+        self.fusion = Fusion(config.fusion, vision.hidden_size, speech.hidden_size, decoder.hidden_size)
+        for name in COMPONENTS:
+            settings = getattr(config, name)
+            apply_freeze_policy(self.trainable_part(name), settings.freeze, settings.lora)
+        if config.vision.freeze == Freeze.full:
+            self.vision.freeze_unreached_parameters()
+        # Whisper's own decoder only writes transcripts; it never trains.
+        self.speech.whisper.decoder.requires_grad_(False)
+        self.fusion.requires_grad_(True)
+
+    @classmethod
+    def from_config(cls, config: MmdialogConfig) -> MultimodalDialogueModel:
+        return cls(config, *load_components(config))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, overrides: Sequence[str] = ()) -> MultimodalDialogueModel:
+        from mmdialog.checkpoint import load_checkpoint
+
+        return load_checkpoint(Path(folder), overrides)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        from mmdialog.checkpoint import save_checkpoint
+
+        save_checkpoint(self, Path(folder))
+
+    def trainable_part(self, component: str) -> nn.Module:
+        """The module a component's freeze policy applies to (and that a checkpoint stores)."""
+        return {"speech": self.speech.encoder, "vision": self.vision.tower, "decoder": self.decoder.model}[component]
+
+    def train(self, mode: bool = True) -> MultimodalDialogueModel:
+        super().train(mode)
+        # Frozen parts stay in eval mode: their dropout must not add noise to the features we learn from.
+        for name in COMPONENTS:
+            if getattr(self.config, name).freeze == Freeze.frozen:
+                self.trainable_part(name).eval()
+        self.speech.whisper.decoder.eval()
+        return self
+
+    @property
+    def tokenizer(self):
+        return self.decoder.tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.fusion.parameters()).device
+
+    # ---- media -> soft tokens -------------------------------------------------------------------------
+
+    def feature_length(self, media: Media) -> int:
+        if media.features is not None:
+            return int(media.features.shape[0])
+        if media.kind == "image":
+            return self.vision.num_patches
+        assert media.mel is not None, "audio media needs a mel spectrogram or features"
+        return int(media.mel.shape[-1]) // 2
+
+    def soft_token_count(self, media: Media) -> int:
+        return self.fusion.soft_token_count(media.kind, self.feature_length(media))
+
+    def encode_media(self, media: Media) -> torch.Tensor:
+        """Encoder features of one item (not cached here: callers that may cache decide to)."""
+        if media.features is not None:
+            return media.features.to(self.device)
+        if media.kind == "image":
+            return self.vision(media.pixel_values.unsqueeze(0).to(self.device))[0]
+        return self.speech.fusion_states(media.mel.unsqueeze(0).to(self.device))[0]
+
+    def _soft_tokens(self, media: list[Media]) -> list[torch.Tensor]:
+        """Soft tokens for every item, images batched through the vision tower in one pass."""
+        out: list[torch.Tensor | None] = [None] * len(media)
+        fresh_images = [i for i, m in enumerate(media) if m.kind == "image" and m.features is None]
+        if fresh_images:
+            pixels = torch.stack([media[i].pixel_values for i in fresh_images]).to(self.device)
+            tokens = self.fusion("image", self.vision(pixels))
+            for row, i in enumerate(fresh_images):
+                out[i] = tokens[row]
+        for i, item in enumerate(media):
+            if out[i] is None:
+                out[i] = self.fusion(item.kind, self.encode_media(item))
+        return out  # type: ignore[return-value]
+
+    # ---- text + soft tokens -> decoder inputs ---------------------------------------------------------
+
+    def embed(self, inputs: Sequence[ModelInput]) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs_embeds (B, L, d) with soft tokens spliced in at the markers, and the attention mask."""
+        all_media = [m for item in inputs for m in item.media]
+        soft = iter(self._soft_tokens(all_media))
+        marker_ids = torch.tensor([self.decoder.image_token_id, self.decoder.audio_token_id], device=self.device)
+        pad_id = self.tokenizer.pad_token_id
+        sequences = []
+        for item in inputs:
+            ids = torch.tensor(item.input_ids, device=self.device)
+            is_marker = torch.isin(ids, marker_ids)
+            text = self.decoder.embed_tokens(ids.masked_fill(is_marker, pad_id))
+            pieces, start = [], 0
+            for position in is_marker.nonzero().flatten().tolist():
+                pieces.extend([text[start:position], next(soft).to(text.dtype)])
+                start = position + 1
+            pieces.append(text[start:])
+            sequences.append(torch.cat(pieces))
+        length = max(s.shape[0] for s in sequences)
+        embeds = sequences[0].new_zeros(len(sequences), length, sequences[0].shape[-1])
+        mask = torch.zeros(len(sequences), length, dtype=torch.long, device=self.device)
+        for row, seq in enumerate(sequences):
+            embeds[row, : seq.shape[0]] = seq
+            mask[row, : seq.shape[0]] = 1
+        return embeds, mask
+
+    def labels(self, inputs: Sequence[ModelInput]) -> torch.Tensor:
+        targets = [item.labels or [] for item in inputs]
+        length = max(len(t) for t in targets)
+        labels = torch.full((len(targets), length), -100, dtype=torch.long)
+        for row, target in enumerate(targets):
+            labels[row, : len(target)] = torch.tensor(target, dtype=torch.long)
+        return labels.to(self.device)
+
+    def forward(self, inputs: Sequence[ModelInput]) -> Any:
+        """Seq2Seq output with `.loss` (mean over assistant tokens) and `.logits`."""
+        embeds, mask = self.embed(inputs)
+        return self.decoder(embeds, mask, labels=self.labels(inputs))
+
+    def generation_options(self, **overrides: Any) -> dict[str, Any]:
+        settings = self.config.generation
+        options = {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams,
+                   "do_sample": settings.do_sample, "temperature": settings.temperature, "top_p": settings.top_p}
+        options.update(overrides)
+        return options
+
+    @torch.inference_mode()
+    def generate(self, inputs: Sequence[ModelInput], **options: Any) -> list[str]:
+        embeds, mask = self.embed(inputs)
+        return self.decoder.generate(embeds, mask, **self.generation_options(**options))
+
+    def stream(self, item: ModelInput, **options: Any) -> Iterator[str]:
+        with torch.inference_mode():
+            embeds, mask = self.embed([item])
+        yield from self.decoder.stream(embeds, mask, **self.generation_options(**options))
