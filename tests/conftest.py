@@ -1,0 +1,50 @@
+"""Shared fixtures: the `tiny` preset (random weights) and small media made on the fly."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+# No hub is reachable where the tests run; the code must notice that by itself (no HF_HUB_OFFLINE here),
+# and fail fast and clearly for a model that is not local.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from mmdialog.config import load_config  # noqa: E402
+from mmdialog.dialogue import Media  # noqa: E402
+from mmdialog.model import MultimodalDialogueModel  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    return load_config("tiny")
+
+
+def build_tiny(*overrides: str, seed: int = 0) -> MultimodalDialogueModel:
+    torch.manual_seed(seed)
+    return MultimodalDialogueModel.from_config(load_config("tiny", list(overrides)))
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return build_tiny().eval()
+
+
+def make_image(color=(255, 0, 0), size=(40, 30)) -> Image.Image:
+    return Image.new("RGB", size, color)
+
+
+def make_tone(seconds: float = 1.0, freq: float = 440.0, rate: int = 16_000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def image_media(model: MultimodalDialogueModel, color=(255, 0, 0)) -> Media:
+    return Media("image", pixel_values=model.vision.preprocess([make_image(color)])[0])
+
+
+def audio_media(model: MultimodalDialogueModel, seconds: float = 1.0, transcript: str = "hello") -> Media:
+    return Media("audio", mel=model.speech.log_mel(make_tone(seconds)), transcript=transcript)

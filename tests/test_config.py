@@ -1,0 +1,75 @@
+"""Config loading: presets, YAML files, overrides, and one clear line for every mistake."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmdialog.config import Freeze, SpeechMode, config_from_dict, config_to_dict, load_config, preset_names
+from mmdialog.errors import ConfigError, ModelNotAvailableError
+from mmdialog.model import MultimodalDialogueModel
+
+
+def test_presets_are_found_and_typed():
+    assert {"tiny", "base"} <= set(preset_names())
+    cfg = load_config("tiny")
+    assert cfg.speech.mode == SpeechMode.both
+    assert cfg.decoder.freeze == Freeze.full
+
+
+def test_overrides_are_applied_and_typed():
+    cfg = load_config("tiny", ["speech.mode=features", "generation.max_new_tokens=5", "decoder.freeze=lora"])
+    assert cfg.speech.mode == SpeechMode.features
+    assert cfg.generation.max_new_tokens == 5
+    assert cfg.decoder.freeze == Freeze.lora
+
+
+@pytest.mark.parametrize(
+    ("overrides", "must_say"),
+    [
+        (["decoder.frezee=lora"], ["decoder.frezee", "freeze"]),
+        (["speech.mode=loud"], ["speech.mode", "transcript", "features", "both"]),
+        (["generation.max_new_tokens=many"], ["generation.max_new_tokens"]),
+        (["nonsense"], ["key.sub=value"]),
+    ],
+)
+def test_bad_overrides_give_one_clear_line(overrides, must_say):
+    with pytest.raises(ConfigError) as error:
+        load_config("tiny", overrides)
+    message = str(error.value)
+    assert "\n" not in message
+    for words in must_say:
+        assert words in message
+
+
+def test_missing_file_and_unknown_preset(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="neither a preset"):
+        load_config("no-such-preset")
+
+
+def test_yaml_file_with_bad_key_and_relative_paths(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("vision:\n  nmae: x\n")
+    with pytest.raises(ConfigError, match="vision.nmae"):
+        load_config(bad)
+    good = tmp_path / "good.yaml"
+    good.write_text("decoder:\n  name: ./my-decoder\n")
+    assert load_config(good).decoder.name == str((tmp_path / "my-decoder").resolve())
+
+
+def test_config_round_trips_through_a_dict():
+    cfg = load_config("tiny", ["speech.mode=transcript"])
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+def test_loading_base_offline_names_every_missing_model():
+    cfg = load_config("base")
+    with pytest.raises(ModelNotAvailableError) as error:
+        MultimodalDialogueModel.from_config(cfg)
+    problems = error.value.problems
+    text = "\n".join(problems)
+    assert len(problems) == 3, text
+    for name in ("'base'", "openai/clip-vit-base-patch32", "google/flan-t5-base"):
+        assert name in text
+    assert all(p.count("\n") == 0 and "not available" in p for p in problems)
