@@ -81,7 +81,10 @@ class _PrecomputedFeaturesTask(DecodingTask):
 def _load_whisper(settings: SpeechSettings) -> Whisper:
     name = settings.name
     if not name:
-        return Whisper(ModelDimensions(**settings.dims))
+        model = Whisper(ModelDimensions(**settings.dims))
+        # openai-whisper leaves this parameter as torch.empty (checkpoints fill it): garbage, even NaN.
+        torch.nn.init.normal_(model.decoder.positional_embedding, std=0.01)
+        return model
     from encoders.whisper_ct2 import is_ct2_folder, load_ct2_whisper
 
     if name.startswith("bundled:"):

@@ -54,6 +54,9 @@ class MultimodalDialogueModel(nn.Module):
         # Whisper's own decoder only writes transcripts; it never trains.
         self.speech.whisper.decoder.requires_grad_(False)
         self.fusion.requires_grad_(True)
+        # openai-whisper keeps its alignment heads as a sparse buffer, which DDP cannot broadcast;
+        # it is a constant of the checkpoint, so there is nothing to synchronise.
+        self._ddp_params_and_buffers_to_ignore = ["speech.whisper.alignment_heads"]
 
     @classmethod
     def from_config(cls, config: MmdialogConfig) -> MultimodalDialogueModel:
