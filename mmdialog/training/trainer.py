@@ -1,0 +1,236 @@
+"""The training loop, on accelerate: the same code on one CPU, one GPU, DDP, FSDP or DeepSpeed.
+
+Launch with `mmdialog train --config C` (one process) or `accelerate launch -m mmdialog.cli train ...`.
+The loss is the cross-entropy per assistant token over the whole global batch: each process sums its
+tokens' losses and divides by the token count of all processes together, so N processes with batch B
+compute exactly what one process with batch N*B computes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from mmdialog.config import MmdialogConfig
+from mmdialog.data.dataset import DialogueDataset, collate
+from mmdialog.data.format import LoadReport, load_dialogues
+from mmdialog.model import MultimodalDialogueModel
+from mmdialog.training import checkpoints
+from mmdialog.training.checkpoints import TrainerState
+from mmdialog.training.optim import build_optimizer, build_scheduler
+from mmdialog.training.plot import plot_losses
+
+
+def mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    if not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def build_model(config: MmdialogConfig) -> MultimodalDialogueModel:
+    if config.train.init_from:
+        # Architecture from the saved folder; what to train and how, from this config.
+        overrides = [f"{c}.freeze={getattr(config, c).freeze.value}" for c in ("speech", "vision", "decoder")]
+        return MultimodalDialogueModel.from_pretrained(config.train.init_from, overrides)
+    return MultimodalDialogueModel.from_config(config)
+
+
+def token_loss(model, batch, accelerator: Accelerator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss to backpropagate, this process's summed loss, its token count)."""
+    core = accelerator.unwrap_model(model)
+    logits = model(batch).logits
+    labels = core.labels(batch)
+    summed = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
+    tokens = (labels != -100).sum()
+    global_tokens = accelerator.gather(tokens.detach().reshape(1)).sum().clamp(min=1)
+    # DDP averages gradients over processes; multiplying back by their number makes the result the
+    # global per-token mean however the tokens are spread over processes.
+    return summed * accelerator.num_processes / global_tokens, summed.detach(), tokens
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_train_loss: float | None
+    best_eval_loss: float | None
+    output_dir: Path
+    data_report: LoadReport
+
+
+class Trainer:
+    def __init__(self, config: MmdialogConfig):
+        self.config = config
+        settings = config.train
+        if not settings.data:
+            from mmdialog.errors import ConfigError
+
+            raise ConfigError("training needs data: set train.data=PATH/TO/train.jsonl")
+        self.output_dir = Path(settings.output_dir)
+        self.accelerator = Accelerator(
+            cpu=config.runtime.device == "cpu" or not torch.cuda.is_available(),
+            gradient_accumulation_steps=settings.gradient_accumulation,
+            mixed_precision=mixed_precision(settings.mixed_precision),
+            log_with="tensorboard",
+            project_dir=str(self.output_dir / "logs"),
+            # Text-only batches leave the projectors unused: DDP must not wait for their gradients.
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+            # Our schedule counts global optimizer steps; accelerate would otherwise step it once per process.
+            step_scheduler_with_optimizer=False,
+        )
+        set_seed(settings.seed)
+        model = build_model(config)
+        dialogues, self.data_report = load_dialogues(settings.data, skip_bad=settings.skip_bad)
+        train_set = DialogueDataset(dialogues, model)
+        # The loader's own generator: creating an iterator must not draw from the global RNG, or a resumed
+        # run's dropout masks would differ from an uninterrupted run's.
+        loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, collate_fn=collate,
+                            num_workers=settings.num_workers, generator=torch.Generator().manual_seed(settings.seed))
+        self.eval_loader = None
+        if settings.eval_data:
+            eval_dialogues, _ = load_dialogues(settings.eval_data, skip_bad=settings.skip_bad)
+            self.eval_loader = DataLoader(DialogueDataset(eval_dialogues, model), collate_fn=collate,
+                                          batch_size=settings.eval_batch_size)
+        optimizer = build_optimizer(model, settings)
+        micro_batches = math.ceil(len(train_set) / (settings.batch_size * self.accelerator.num_processes))
+        self.steps_per_epoch = max(1, math.ceil(micro_batches / settings.gradient_accumulation))
+        self.total_steps = settings.max_steps or settings.epochs * self.steps_per_epoch
+        scheduler = build_scheduler(optimizer, settings, self.total_steps)
+        prepared = self.accelerator.prepare(model, optimizer, loader, scheduler)
+        self.model, self.optimizer, self.loader, self.scheduler = prepared
+        if self.eval_loader is not None:
+            self.eval_loader = self.accelerator.prepare(self.eval_loader)
+        self.accelerator.register_save_state_pre_hook(self._only_trainable_weights)
+        self.state = TrainerState()
+
+    def _only_trainable_weights(self, models, weights, output_dir) -> None:
+        """accelerate saves every weight; frozen ones are already on disk elsewhere (hub, config)."""
+        trainable = {n for n, p in self.accelerator.unwrap_model(self.model).named_parameters() if p.requires_grad}
+        for state in weights:
+            for key in [k for k in state if k not in trainable]:
+                del state[key]
+
+    # ---- checkpoints ----------------------------------------------------------------------------------
+
+    def resume(self) -> bool:
+        """Load the newest complete checkpoint, if any; True when training continues from one."""
+        found = checkpoints.complete_checkpoints(self.output_dir)
+        if not found:
+            return False
+        self.accelerator.load_state(str(found[-1]), strict=False)
+        self.state = TrainerState.load(found[-1])
+        self.accelerator.print(f"resumed from {found[-1]} (step {self.state.step})")
+        return True
+
+    def save_checkpoint(self) -> None:
+        staging = checkpoints.staging_folder(self.output_dir, self.state.step)
+        self.accelerator.save_state(str(staging))
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            self.accelerator.unwrap_model(self.model).save_pretrained(staging / "model")
+            self.state.save(staging)
+            checkpoints.publish(staging, self.output_dir, self.state.step)
+            checkpoints.prune(self.output_dir, self.config.train.keep_last, self.state.best_step)
+        self.accelerator.wait_for_everyone()
+
+    # ---- evaluation -----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        total = torch.zeros(2, device=self.accelerator.device)
+        for batch in self.eval_loader:
+            with self.accelerator.autocast():
+                _, summed, tokens = token_loss(self.model, batch, self.accelerator)
+            total += torch.stack([summed.float(), tokens.float()])
+        total = self.accelerator.reduce(total, reduction="sum")
+        self.model.train()
+        return (total[0] / total[1].clamp(min=1)).item()
+
+    def _after_evaluation(self, loss: float) -> bool:
+        """Track the best model; True when early stopping says to stop."""
+        state = self.state
+        state.eval_losses.append((state.step, loss))
+        self.accelerator.log({"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50))}, step=state.step)
+        if state.best_eval_loss is None or loss < state.best_eval_loss:
+            state.best_eval_loss, state.best_step = loss, state.step
+            state.evaluations_without_improvement = 0
+            if self.accelerator.is_main_process:
+                self.accelerator.unwrap_model(self.model).save_pretrained(self.output_dir / "best")
+            return False
+        state.evaluations_without_improvement += 1
+        patience = self.config.train.early_stopping_patience
+        return patience > 0 and state.evaluations_without_improvement >= patience
+
+    # ---- the loop -------------------------------------------------------------------------------------
+
+    def train(self, resume: bool = False) -> TrainResult:
+        if resume:
+            self.resume()
+        settings, accelerator, state = self.config.train, self.accelerator, self.state
+        accelerator.init_trackers("mmdialog", config={"total_steps": self.total_steps,
+                                                      "batch_size": settings.batch_size})
+        self.model.train()
+        progress = tqdm(total=self.total_steps, initial=state.step, desc="training",
+                        disable=not accelerator.is_local_main_process)
+        window_sum, window_tokens, stop = 0.0, 0, state.step >= self.total_steps
+        while not stop:
+            self.loader.set_epoch(state.epoch)
+            loader = (accelerator.skip_first_batches(self.loader, state.batches_in_epoch)
+                      if state.batches_in_epoch else self.loader)
+            for batch in loader:
+                with accelerator.accumulate(self.model):
+                    loss, summed, tokens = token_loss(self.model, batch, accelerator)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and settings.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(self.model.parameters(), settings.max_grad_norm)
+                    self.optimizer.step()
+                    if accelerator.sync_gradients:
+                        self.scheduler.step()
+                    self.optimizer.zero_grad()
+                state.batches_in_epoch += 1
+                window_sum += summed.item()
+                window_tokens += int(tokens)
+                if not accelerator.sync_gradients:
+                    continue
+                state.step += 1
+                progress.update(1)
+                if state.step % settings.log_every == 0 or state.step == self.total_steps:
+                    mean = window_sum / max(window_tokens, 1)
+                    state.train_losses.append((state.step, mean))
+                    accelerator.log({"train/loss": mean, "train/lr": self.scheduler.get_last_lr()[0]},
+                                    step=state.step)
+                    progress.set_postfix(loss=f"{mean:.4f}")
+                    window_sum, window_tokens = 0.0, 0
+                if self.eval_loader is not None and state.step % settings.eval_every == 0:
+                    stop = self._after_evaluation(self.evaluate())
+                if state.step % settings.save_every == 0 or state.step >= self.total_steps or stop:
+                    self.save_checkpoint()
+                if state.step >= self.total_steps or stop:
+                    stop = True
+                    break
+            else:
+                state.epoch += 1
+                state.batches_in_epoch = 0
+        progress.close()
+        return self._finish()
+
+    def _finish(self) -> TrainResult:
+        accelerator, state = self.accelerator, self.state
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            accelerator.unwrap_model(self.model).save_pretrained(self.output_dir / "model")
+            plot_losses(state.train_losses, state.eval_losses, self.output_dir / "loss.png")
+        accelerator.end_training()
+        final = state.train_losses[-1][1] if state.train_losses else None
+        return TrainResult(state.step, final, state.best_eval_loss, self.output_dir, self.data_report)
