@@ -114,6 +114,73 @@ def train(
     )
 
 
+@app.command("eval")
+@reports_errors
+def evaluate(
+    config: ConfigOption = None,
+    overrides: Overrides = None,
+    data: Annotated[str | None, typer.Option("--data", help="JSONL file, or a folder with test.jsonl.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Score only the first N examples.")] = None,
+    ablations: Annotated[bool, typer.Option("--ablations", help="Also with image features zeroed and with "
+                                            "speech as features only.")] = False,
+) -> None:
+    """Loss, perplexity, BLEU / chrF, ROUGE-L and exact match, by modality (and task family / form)."""
+    from pathlib import Path
+
+    from mmdialog.config import SpeechMode, load_config
+    from mmdialog.data.dataset import DialogueDataset
+    from mmdialog.data.format import load_dialogues
+    from mmdialog.errors import ConfigError
+    from mmdialog.evaluation import most_frequent_answer_rate, report, score_dataset
+    from mmdialog.loading import load_model
+
+    cfg = load_config(config, overrides or [])
+    source = data or cfg.train.eval_data
+    if not source:
+        raise ConfigError("nothing to evaluate: give --data FILE.jsonl (or set train.eval_data)")
+    path = Path(source) / "test.jsonl" if Path(source).is_dir() else Path(source)
+    model = load_model(cfg, overrides or [])
+    dialogues, _ = load_dialogues(path)
+    results = {}
+    runs = [("normal", set(), None)]
+    if ablations:
+        runs += [("image_zeroed", {"image"}, None), ("speech_features_only", set(), SpeechMode.features)]
+    chosen_mode = model.config.speech.mode
+    for name, zeroed, mode in runs:
+        model.zeroed_modalities = zeroed
+        model.config.speech.mode = mode or chosen_mode
+        scored = score_dataset(model, DialogueDataset(dialogues, model), limit=limit)
+        results[name] = report(scored)
+        if name == "normal":
+            results["chance_by_family"] = most_frequent_answer_rate(scored)
+    model.zeroed_modalities, model.config.speech.mode = set(), chosen_mode
+    if as_json:
+        typer.echo(json.dumps(results))
+        return
+    _print_report(results)
+
+
+def _print_report(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for run, tables in results.items():
+        if run == "chance_by_family":
+            continue
+        table = Table(title=run)
+        for column in ("group", "examples", "exact match", "loss", "BLEU", "chrF", "ROUGE-L"):
+            table.add_column(column)
+        rows = [("overall", tables["overall"])] + [
+            (f"{key[3:]}={value}", metrics) for key, groups in tables.items() if key.startswith("by_")
+            for value, metrics in groups.items()]
+        for label, m in rows:
+            table.add_row(label, str(m["examples"]), f"{m['exact_match']:.3f}", f"{m['loss']:.3f}",
+                          f"{m['bleu']:.1f}", f"{m['chrf']:.1f}", f"{m['rouge_l']:.3f}")
+        console.print(table)
+
+
 def main() -> None:
     app()
 

@@ -208,6 +208,9 @@ class RuntimeSettings:
 @dataclass
 class MmdialogConfig:
     name: str = "custom"
+    # A trained model folder (save_pretrained). When set, its speech / vision / decoder / fusion win over
+    # those sections here; everything else (generation, dialogue, tts, runtime, ...) comes from here.
+    checkpoint: str | None = None
     speech: SpeechSettings = field(default_factory=SpeechSettings)
     vision: VisionSettings = field(default_factory=VisionSettings)
     decoder: DecoderSettings = field(default_factory=DecoderSettings)
@@ -259,7 +262,7 @@ def _explain(exc: OmegaConfBaseException, source: str) -> ConfigError:
 
 def _merge(base: DictConfig, text_or_list: Any, source: str) -> DictConfig:
     try:
-        if isinstance(text_or_list, str):
+        if isinstance(text_or_list, (str, DictConfig)):
             update = OmegaConf.create(text_or_list)
         else:
             update = OmegaConf.from_dotlist(list(text_or_list))
@@ -272,23 +275,39 @@ def _merge(base: DictConfig, text_or_list: Any, source: str) -> DictConfig:
         raise ConfigError(f"{source}: cannot be read as YAML: {str(exc).splitlines()[0]}") from None
 
 
-def load_config(config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> MmdialogConfig:
-    """Load a preset name or YAML path (default: the offline demo preset) and apply `key.sub=value` overrides."""
-    schema = OmegaConf.structured(MmdialogConfig)
-    source = str(config) if config is not None else DEFAULT_PRESET
+def _read_layers(source: str, seen: tuple[str, ...] = ()) -> list[DictConfig]:
+    """The YAML layers of a config, base first: a file may say `extends: <preset or path>`."""
     path = Path(source)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise ConfigError(f"config file '{path}' does not exist")
-        text = path.read_text(encoding="utf-8")
+        text, folder, key = path.read_text(encoding="utf-8"), path.parent, str(path.resolve())
     else:
-        text = _preset_text(source)
-    merged = _merge(schema, text, source)
+        text, folder, key = _preset_text(source), Path(str(resources.files("configs"))), f"preset:{source}"
+    if key in seen:
+        raise ConfigError(f"config '{source}' extends itself (through {' -> '.join(seen)})")
+    try:
+        layer = OmegaConf.create(text) or OmegaConf.create({})
+    except Exception as exc:
+        raise ConfigError(f"{source}: cannot be read as YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"{source}: a config must be a mapping of keys to values")
+    parent = layer.pop("extends", None)
+    # Relative paths are relative to the file that writes them (a preset's: the installed configs folder).
+    _resolve_relative_paths(layer, folder)
+    base = _read_layers(str(parent) if not str(parent).startswith(("./", "../")) else str(folder / parent),
+                        (*seen, key)) if parent else []
+    return [*base, layer]
+
+
+def load_config(config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> MmdialogConfig:
+    """Load a preset name or YAML path (default: the offline demo preset) and apply `key.sub=value` overrides."""
+    source = str(config) if config is not None else DEFAULT_PRESET
+    merged = OmegaConf.structured(MmdialogConfig)
+    for layer in _read_layers(source):
+        merged = _merge(merged, layer, source)
     _check_override_syntax(overrides)
-    merged = _merge(merged, overrides, "override")
-    if path.is_file():
-        _resolve_relative_paths(merged, path.parent)
-    return _to_config(merged)
+    return _to_config(_merge(merged, overrides, "override"))
 
 
 def apply_overrides(cfg: MmdialogConfig, overrides: list[str] | tuple[str, ...]) -> MmdialogConfig:
@@ -312,13 +331,17 @@ def _to_config(merged: DictConfig) -> MmdialogConfig:
     return result
 
 
-def _resolve_relative_paths(cfg: DictConfig, folder: Path) -> None:
-    """Component names that are relative paths in a YAML file are relative to that file, not the cwd."""
-    for section in ("speech", "vision", "decoder"):
-        for key in ("name", "tokenizer"):
-            value = cfg[section].get(key)
-            if isinstance(value, str) and value.startswith(("./", "../")):
-                cfg[section][key] = str((folder / value).resolve())
+_PATH_KEYS = ("checkpoint", "speech.name", "vision.name", "decoder.name", "decoder.tokenizer", "tts.voice",
+              "tts.model_config", "tts.model_checkpoint", "train.data", "train.eval_data", "train.init_from",
+              "train.output_dir")
+
+
+def _resolve_relative_paths(layer: DictConfig, folder: Path) -> None:
+    """Paths written as ./x or ../x in a YAML file are relative to that file, not to the cwd."""
+    for key in _PATH_KEYS:
+        value = OmegaConf.select(layer, key, default=None)
+        if isinstance(value, str) and value.startswith(("./", "../")):
+            OmegaConf.update(layer, key, str((folder / value).resolve()), merge=False)
 
 
 def config_to_dict(cfg: MmdialogConfig) -> dict[str, Any]:

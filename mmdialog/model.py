@@ -57,6 +57,8 @@ class MultimodalDialogueModel(nn.Module):
         # openai-whisper keeps its alignment heads as a sparse buffer, which DDP cannot broadcast;
         # it is a constant of the checkpoint, so there is nothing to synchronise.
         self._ddp_params_and_buffers_to_ignore = ["speech.whisper.alignment_heads"]
+        # Ablations for evaluation: encoder features of these modalities are replaced by zeros.
+        self.zeroed_modalities: set[str] = set()
 
     @classmethod
     def from_config(cls, config: MmdialogConfig) -> MultimodalDialogueModel:
@@ -110,10 +112,12 @@ class MultimodalDialogueModel(nn.Module):
     def encode_media(self, media: Media) -> torch.Tensor:
         """Encoder features of one item (not cached here: callers that may cache decide to)."""
         if media.features is not None:
-            return media.features.to(self.device)
-        if media.kind == "image":
-            return self.vision(media.pixel_values.unsqueeze(0).to(self.device))[0]
-        return self.speech.fusion_states(media.mel.unsqueeze(0).to(self.device))[0]
+            features = media.features.to(self.device)
+        elif media.kind == "image":
+            features = self.vision(media.pixel_values.unsqueeze(0).to(self.device))[0]
+        else:
+            features = self.speech.fusion_states(media.mel.unsqueeze(0).to(self.device))[0]
+        return torch.zeros_like(features) if media.kind in self.zeroed_modalities else features
 
     def _soft_tokens(self, media: list[Media]) -> list[torch.Tensor]:
         """Soft tokens for every item, images batched through the vision tower in one pass."""
@@ -121,7 +125,10 @@ class MultimodalDialogueModel(nn.Module):
         fresh_images = [i for i, m in enumerate(media) if m.kind == "image" and m.features is None]
         if fresh_images:
             pixels = torch.stack([media[i].pixel_values for i in fresh_images]).to(self.device)
-            tokens = self.fusion("image", self.vision(pixels))
+            features = self.vision(pixels)
+            if "image" in self.zeroed_modalities:
+                features = torch.zeros_like(features)
+            tokens = self.fusion("image", features)
             for row, i in enumerate(fresh_images):
                 out[i] = tokens[row]
         for i, item in enumerate(media):

@@ -73,3 +73,22 @@ def test_loading_base_offline_names_every_missing_model():
     for name in ("'base'", "openai/clip-vit-base-patch32", "google/flan-t5-base"):
         assert name in text
     assert all(p.count("\n") == 0 and "not available" in p for p in problems)
+
+
+@pytest.mark.parametrize("recipe", ["train/projector_alignment", "train/projector_lora", "train/full_finetune"])
+def test_training_recipes_extend_the_base_preset(recipe):
+    cfg = load_config(recipe)
+    assert cfg.decoder.name == "google/flan-t5-base"
+    assert cfg.train.output_dir.startswith("runs/")
+
+
+def test_extends_layers_and_relative_paths(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "parent.yaml").write_text("extends: tiny\ngeneration: {max_new_tokens: 3}\ncheckpoint: ./ckpt\n")
+    (tmp_path / "sub" / "child.yaml").write_text("extends: ../parent.yaml\ngeneration: {num_beams: 2}\n")
+    cfg = load_config(tmp_path / "sub" / "child.yaml")
+    assert cfg.name == "tiny" and cfg.generation.max_new_tokens == 3 and cfg.generation.num_beams == 2
+    assert cfg.checkpoint == str((tmp_path / "ckpt").resolve())
+    (tmp_path / "loop.yaml").write_text("extends: ./loop.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(tmp_path / "loop.yaml")

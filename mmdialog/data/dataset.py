@@ -49,6 +49,9 @@ class DialogueDataset(Dataset):
                  (("image", t.images), ("audio", t.audio)) if items}
         return "+".join(sorted(kinds)) or "text"
 
+    def meta(self, index: int) -> dict:
+        return self.dialogues[self.examples[index][0]].meta
+
     def target_text(self, index: int) -> str:
         dialogue, target = self.examples[index]
         return self.dialogues[dialogue].turns[target].text

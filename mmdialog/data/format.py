@@ -48,6 +48,7 @@ class DialogueRecord:
     id: str
     turns: list[TurnRecord]
     source: str  # "file:line", for messages
+    meta: dict = field(default_factory=dict)  # free-form tags (task family, input form, ...) for evaluation
 
 
 class DataError(InputError):
@@ -142,7 +143,8 @@ def parse_dialogue(raw: object, folder: Path, source: str, check_media: bool = T
     turns = [_parse_turn(t, folder, check_media) for t in turns_raw]
     if not any(t.role == "assistant" for t in turns[1:]):
         raise ValueError("the dialogue has no assistant turn after a user turn (nothing to learn)")
-    return DialogueRecord(str(raw.get("id", source)), turns, source)
+    meta = raw.get("meta", {})
+    return DialogueRecord(str(raw.get("id", source)), turns, source, meta if isinstance(meta, dict) else {})
 
 
 def load_dialogues(path: str | Path, skip_bad: bool = False, check_media: bool = True
