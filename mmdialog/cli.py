@@ -181,6 +181,41 @@ def _print_report(results: dict) -> None:
         console.print(table)
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Check and convert training data.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("validate")
+@reports_errors
+def data_validate(
+    path: Annotated[str, typer.Argument(help="A JSONL dialogue file.")],
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Count bad dialogues instead of failing.")] = False,
+) -> None:
+    """Check every dialogue and media file; problems are listed with file and line."""
+    from mmdialog.data.format import load_dialogues
+
+    dialogues, report = load_dialogues(path, skip_bad=skip_bad)
+    for problem in report.problems:
+        typer.echo(f"skipped {problem}", err=True)
+    typer.echo(f"{report.dialogues} dialogues, {report.targets} training targets, {report.skipped} skipped")
+
+
+@data_app.command("convert-llava")
+@reports_errors
+def data_convert_llava(
+    source: Annotated[str, typer.Argument(help="LLaVA-Instruct JSON (or JSONL) file.")],
+    destination: Annotated[str, typer.Argument(help="The JSONL file to write.")],
+    image_folder: Annotated[str, typer.Option(help="Where the images are, relative to the output.")] = "images",
+) -> None:
+    """Convert LLaVA conversations (human/gpt, <image>) to mmdialog's JSONL format."""
+    from pathlib import Path
+
+    from mmdialog.data.llava import convert_llava
+
+    count = convert_llava(Path(source), Path(destination), image_folder)
+    typer.echo(f"wrote {count} dialogues to {destination}")
+
+
 def main() -> None:
     app()
 
