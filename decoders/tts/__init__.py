@@ -1,1 +1,1 @@
-"""Text to speech: Piper voices run with onnxruntime."""
+"""Text to speech: Piper voices (onnxruntime + espeak-ng), Coqui TTS models, or none."""
