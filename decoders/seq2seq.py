@@ -8,7 +8,8 @@ that only mark *where* soft tokens go; they are never embedded, so the vocabular
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -87,15 +88,19 @@ class Seq2SeqDecoder(nn.Module):
                                      **self._generation_kwargs(options))
         return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
 
-    def stream(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **options: Any) -> Iterator[str]:
-        """Yield text pieces as tokens are generated (one sequence; greedy or sampling)."""
+    def stream(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+               context: Callable[[], AbstractContextManager] | None = None, **options: Any) -> Iterator[str]:
+        """Yield text pieces as tokens are generated (one sequence; greedy or sampling).
+
+        Generation runs in a worker thread; `context` (e.g. autocast, which is per thread) is entered there.
+        """
         streamer = TextIteratorStreamer(self.tokenizer, skip_special_tokens=True, timeout=300)
         kwargs = self._generation_kwargs(options)
         errors: list[BaseException] = []
 
         def run() -> None:
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), (context() if context else nullcontext()):
                     self.model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                         streamer=streamer, **kwargs)
             except BaseException as exc:  # re-raised in the caller's thread below

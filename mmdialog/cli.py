@@ -87,6 +87,39 @@ def info(config: ConfigOption = None, overrides: Overrides = None,
 
 @app.command()
 @reports_errors
+def chat(
+    config: ConfigOption = None,
+    overrides: Overrides = None,
+    text: Annotated[str | None, typer.Option("--text", help="Ask one question and exit.")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="A picture to show.")] = None,
+    audio: Annotated[str | None, typer.Option("--audio", help="A spoken question (any audio file).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on the last line.")] = False,
+    audio_dir: Annotated[str | None, typer.Option(help="Where spoken replies are written as WAV.")] = None,
+) -> None:
+    """Talk to the assistant: one turn with --text/--image/--audio, or a conversation in the terminal."""
+    from pathlib import Path
+
+    from mmdialog.chat import default_audio_folder, one_turn, repl, reply_json
+    from mmdialog.pipeline import DialoguePipeline
+
+    pipeline = DialoguePipeline.from_config(config, overrides or [])
+    folder = Path(audio_dir) if audio_dir else default_audio_folder()
+    if text is None and image is None and audio is None:
+        repl(pipeline, folder)
+        return
+    reply, audio_path = one_turn(pipeline, text, image, audio, folder)
+    if as_json:
+        typer.echo(reply_json(reply, audio_path))
+    else:
+        if reply.transcript:
+            typer.echo(f"(heard: {reply.transcript})")
+        typer.echo(reply.text)
+    if reply.error:
+        raise typer.Exit(1)
+
+
+@app.command()
+@reports_errors
 def train(
     config: ConfigOption = None,
     overrides: Overrides = None,

@@ -159,6 +159,21 @@ class TTSSettings:
     loudness_dbfs: float = -20.0  # RMS level each sentence is normalized to
 
 
+@dataclass
+class LimitSettings:
+    """What one turn and one session may hold; beyond it, a clear message instead of a model call."""
+
+    max_text_chars: int = 4000
+    max_audio_seconds: float = 60.0
+    max_upload_mb: float = 25.0
+    # Images claiming more pixels than this are refused as decompression bombs (a 48 MP photo is fine).
+    max_image_pixels: int = 100_000_000
+    max_media_per_session: int = 64
+    # A clip whose loudest 20 ms frames stay below this level (dBFS) is treated as silence.
+    silence_dbfs: float = -45.0
+    min_speech_seconds: float = 0.15
+
+
 class Schedule(str, enum.Enum):
     cosine = "cosine"
     linear = "linear"
@@ -218,6 +233,7 @@ class MmdialogConfig:
     dialogue: DialogueSettings = field(default_factory=DialogueSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     tts: TTSSettings = field(default_factory=TTSSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
 

@@ -1,0 +1,38 @@
+"""Where the model runs and in which precision: the GPU when there is one, fp32 on the CPU."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from mmdialog.config import RuntimeSettings
+from mmdialog.errors import ConfigError
+
+
+def resolve_device(settings: RuntimeSettings) -> torch.device:
+    if settings.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(settings.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"runtime.device={settings.device} but no CUDA GPU is available; use cpu or auto")
+    return device
+
+
+def autocast_dtype(settings: RuntimeSettings, device: torch.device) -> torch.dtype | None:
+    """bf16 (fp16 on GPUs without it) under autocast on CUDA; None (plain fp32) on the CPU."""
+    if device.type != "cuda" or settings.precision in ("fp32", "no"):
+        return None
+    if settings.precision == "fp16":
+        return torch.float16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def inference_context(settings: RuntimeSettings, device: torch.device) -> contextlib.AbstractContextManager:
+    dtype = autocast_dtype(settings, device)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def configure_threads(settings: RuntimeSettings) -> None:
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
