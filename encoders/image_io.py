@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from mmdialog.errors import InputError
 
@@ -22,49 +21,97 @@ ImageInput = str | Path | bytes | np.ndarray | Image.Image
 # Larger photos are shrunk before any model sees them; vision towers work at 224-448 px anyway.
 MAX_SIDE = 2048
 
+# Pillow's bomb guard: Image.open refuses more than twice MAX_IMAGE_PIXELS (~179 MP) outright and only warns
+# above MAX_IMAGE_PIXELS (~89 MP); here that warning level is a hard limit on the pixels actually decoded.
+# JPEGs are decoded at reduced scale first (see draft below), so 108 MP phone photos still get through.
+# The fallback keeps the guard even if other code set Image.MAX_IMAGE_PIXELS = None.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
-def _open(source: ImageInput) -> Image.Image:
+# Uploads are untrusted: only the common raster formats are decoded. This keeps out EPS (which Pillow hands
+# to Ghostscript) and rarely used, little-fuzzed decoders. JPEG also opens phones' multi-picture MPO files;
+# AVIF is only there when Pillow was built with it, and Image.open fails on a name it does not know.
+Image.init()
+FORMATS = tuple(name for name in ("PNG", "JPEG", "WEBP", "AVIF", "GIF", "BMP", "TIFF", "PPM", "TGA", "ICO")
+                if name in Image.OPEN)
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _to_uint8(array: np.ndarray, full_scale: float | None = None) -> np.ndarray:
+    """Map numeric pixels to 0..255 by the range they were meant to span (`full_scale` when it is known)."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind == "b":
+        return array.astype(np.uint8) * 255
+    if array.dtype.kind not in "iuf":
+        raise InputError(f"an image array must hold numbers, got {array.dtype}")
+    values = array.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise InputError("the image array contains NaN or infinite values")
+    peak = float(values.max(initial=0.0))
+    if full_scale is None:
+        if array.dtype == np.uint16:
+            full_scale = 65535.0  # 16-bit data: a dark picture must stay dark, not be stretched
+        elif array.dtype.kind == "f" and peak <= 1.0:
+            full_scale = 1.0  # float images are conventionally 0..1
+        else:  # integers of a wide type (np.array of ints is int64): guess 8, 16 bits or the real peak
+            full_scale = 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
+    return np.clip(values * (255.0 / full_scale), 0, 255).round().astype(np.uint8)
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.size == 0 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (2, 3, 4))):
+        raise InputError(f"an image array must be HxW or HxWxC with 1-4 channels, got shape {array.shape}")
+    return Image.fromarray(np.ascontiguousarray(_to_uint8(array)))
+
+
+def _open(source: ImageInput, max_side: int) -> Image.Image:
     if isinstance(source, Image.Image):
         return source
     if isinstance(source, np.ndarray):
-        array = source
-        if array.dtype != np.uint8:
-            scale = 255.0 / max(float(array.max()), 1.0) if array.dtype.kind in "iu" else 255.0
-            array = np.clip(array.astype(np.float32) * scale, 0, 255).astype(np.uint8)
-        try:
-            return Image.fromarray(array)
-        except Exception:
-            raise InputError(f"an image array must be HxW or HxWxC, got shape {source.shape}") from None
+        return _from_array(source)
     if isinstance(source, (str, Path)):
         path = Path(source)
+        what = f"image file '{path.name}'"  # the name only: the server's folders are nobody's business
         if not path.is_file():
-            raise InputError(f"image file '{path.name}' does not exist")
-        data, what = path.read_bytes(), f"image file '{path.name}'"
-    elif isinstance(source, (bytes, bytearray)):
+            raise InputError(f"{what} does not exist")
+        try:
+            data = path.read_bytes()
+        except OSError:  # no permission, a vanished network share, ...
+            raise InputError(f"{what} cannot be read") from None
+    elif isinstance(source, (bytes, bytearray, memoryview)):
         data, what = bytes(source), "the uploaded image"
     else:
         raise InputError(f"image of type {type(source).__name__} is not supported")
     if not data:
         raise InputError(f"{what} is empty")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"{what} claims too many pixels to be a real photo (decompression bomb)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise InputError(f"{what} is not an image that can be read") from None
+        image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
+        # JPEG can decode at 1/2, 1/4 or 1/8 scale: a 100 MP photo never needs its full-size pixels in memory.
+        image.draft(image.mode, (max_side, max_side))
+        if image.width * image.height > MAX_PIXELS:
+            raise Image.DecompressionBombError(f"{image.width}x{image.height}")
+        image.load()
+    except Image.DecompressionBombError:
+        raise InputError(
+            f"{what} has too many pixels (over {MAX_PIXELS // 1_000_000} megapixels) and is refused as a possible "
+            "decompression bomb; resize it and try again"
+        ) from None
+    except Exception:  # broken or hostile files raise all sorts (OSError, SyntaxError, struct.error, ...)
+        raise InputError(
+            f"{what} is not an image that can be read (damaged, or not PNG, JPEG, WebP, GIF, BMP or TIFF)"
+        ) from None
     return image
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit and float greyscale: scale to 8 bits by the real range, not by clipping.
-        array = np.asarray(image, dtype=np.float32)
-        peak = float(array.max()) or 1.0
-        image = Image.fromarray((array / peak * 255.0).clip(0, 255).astype(np.uint8))
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
+        # 16-bit, 32-bit and float greyscale: scale to 8 bits by the range, not by clipping (which turns white).
+        full_scale = 65535.0 if image.mode in _SIXTEEN_BIT_MODES else None
+        image = Image.fromarray(_to_uint8(np.asarray(image), full_scale))
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         # Transparent areas become white, the way a viewer shows them, rather than black.
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -74,14 +121,17 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def load_image(source: ImageInput, max_side: int = MAX_SIDE) -> Image.Image:
     """An upright RGB image no larger than `max_side`; unreadable input raises InputError."""
-    image = _open(source)
+    image = _open(source, max_side)
     if getattr(image, "is_animated", False):
-        image.seek(0)
+        image.seek(0)  # the first frame of a GIF / APNG / WebP animation stands for the whole
     with contextlib.suppress(Exception):  # a broken EXIF block must not lose an otherwise fine picture
         image = ImageOps.exif_transpose(image)
     if image.width < 1 or image.height < 1:
         raise InputError("the image has no pixels")
-    image = _to_rgb(image)
+    try:
+        image = _to_rgb(image)
+    except (ValueError, OSError):  # a mode Pillow cannot convert (e.g. LAB) or pixels that fail to decode
+        raise InputError(f"an image in {image.mode} mode cannot be converted to RGB") from None
     if max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return image
