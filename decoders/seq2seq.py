@@ -17,7 +17,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, ByT5Tokenizer, TextIteratorStreamer
 
 from encoders.hub import load_or_explain
-from mmdialog.config import DecoderSettings
+from mmdialog.errors import ModelNotAvailableError
+from mmdialog.settings import DecoderSettings
 
 IMAGE_TOKEN = "<image>"
 AUDIO_TOKEN = "<audio>"
@@ -29,6 +30,9 @@ def load_tokenizer(settings: DecoderSettings):
     source = settings.tokenizer or settings.name
     if source == "byt5" or (not source and not settings.name):
         tokenizer = ByT5Tokenizer()
+    elif source.startswith("bpe:"):
+        raise ModelNotAvailableError([f"tokenizer '{source}' is trained by `mmdialog train` on its data; "
+                                      "to load a model, give the tokenizer folder saved with it"])
     else:
         tokenizer = load_or_explain("tokenizer", source, AutoTokenizer.from_pretrained)
     missing = [t for t in MEDIA_TOKENS if t not in tokenizer.get_vocab()]

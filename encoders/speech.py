@@ -21,8 +21,8 @@ from torch import nn
 from whisper.decoding import DecodingOptions, DecodingTask, LogitFilter
 from whisper.model import ModelDimensions, Whisper
 
-from mmdialog.config import SpeechSettings
 from mmdialog.errors import ModelNotAvailableError
+from mmdialog.settings import SpeechSettings
 
 FRAMES_PER_SECOND = 100  # mel frames (hop of 160 samples at 16 kHz)
 WINDOW_FRAMES = 3000  # Whisper's 30 s window

@@ -12,7 +12,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from encoders.hub import load_or_explain
 from encoders.image_io import ImageInput, load_image
-from mmdialog.config import VisionSettings
+from mmdialog.settings import VisionSettings
 
 
 class VisionEncoder(nn.Module):

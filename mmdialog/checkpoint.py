@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from mmdialog.config import Freeze, apply_overrides, config_from_dict, config_to_dict
+from mmdialog.config import apply_overrides, config_from_dict, config_to_dict
 from mmdialog.errors import CheckpointError, ConfigError
 from mmdialog.freezing import load_lora_state_dict, lora_state_dict
+from mmdialog.settings import Freeze
 
 if TYPE_CHECKING:
     from mmdialog.model import MultimodalDialogueModel

@@ -161,7 +161,8 @@ def evaluate(
     """Loss, perplexity, BLEU / chrF, ROUGE-L and exact match, by modality (and task family / form)."""
     from pathlib import Path
 
-    from mmdialog.config import SpeechMode, load_config
+    from mmdialog.config import load_config
+    from mmdialog.settings import SpeechMode
     from mmdialog.data.dataset import DialogueDataset
     from mmdialog.data.format import load_dialogues
     from mmdialog.errors import ConfigError

@@ -6,8 +6,8 @@ import contextlib
 
 import torch
 
-from mmdialog.config import RuntimeSettings
 from mmdialog.errors import ConfigError
+from mmdialog.settings import RuntimeSettings
 
 
 def resolve_device(settings: RuntimeSettings) -> torch.device:

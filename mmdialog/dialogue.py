@@ -15,8 +15,8 @@ from typing import Literal
 import torch
 
 from decoders.seq2seq import AUDIO_TOKEN, IMAGE_TOKEN
-from mmdialog.config import DialogueSettings, SpeechMode
 from mmdialog.errors import InputError
+from mmdialog.settings import DialogueSettings, SpeechMode
 
 MARKER = re.compile(f"({re.escape(IMAGE_TOKEN)}|{re.escape(AUDIO_TOKEN)})")
 KIND_OF_MARKER = {IMAGE_TOKEN: "image", AUDIO_TOKEN: "audio"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from mmdialog.config import Freeze, LoraSettings
 from mmdialog.errors import ConfigError
+from mmdialog.settings import Freeze, LoraSettings
 
 # The attention query/value projections, named as each supported architecture names them
 # (T5, BART / CLIP / SigLIP / ViT-style, openai-whisper); LoRA on q and v is the original paper's choice.

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from mmdialog.config import FusionSettings, ProjectorKind, ProjectorSettings
+from mmdialog.settings import FusionSettings, ProjectorKind, ProjectorSettings
 
 
 class MLPProjector(nn.Module):

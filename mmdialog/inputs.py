@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from encoders.audio_io import SAMPLE_RATE
-from mmdialog.config import LimitSettings
 from mmdialog.errors import InputError
+from mmdialog.settings import LimitSettings
 
 # Control characters (keeping newline and tab) and the bidi embedding/override/isolate marks that can
 # make a message display differently from what it says; plain RTL/LTR marks are harmless and kept.

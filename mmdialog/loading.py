@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mmdialog.config import MmdialogConfig
 from mmdialog.errors import ConfigError
 from mmdialog.model import MultimodalDialogueModel
+from mmdialog.settings import MmdialogConfig
 
 # Sections a checkpoint does not fix: they are read at run time, never baked into weights.
-RUNTIME_SECTIONS = ("name", "dialogue", "generation", "tts", "limits", "train", "runtime")
+RUNTIME_SECTIONS = ("name", "dialogue", "generation", "tts", "limits", "app", "train", "runtime")
 # Speech settings that only change how the encoder is used, not what it is.
 RUNTIME_SPEECH_KEYS = ("mode", "min_window_seconds", "language", "max_transcript_tokens", "beam_size")
 

@@ -6,8 +6,8 @@ import numpy as np
 
 from encoders.audio_io import AudioInput, load_audio
 from encoders.image_io import ImageInput, load_image
-from mmdialog.config import SpeechMode
 from mmdialog.dialogue import Media
+from mmdialog.settings import SpeechMode
 
 
 class MediaPreparer:

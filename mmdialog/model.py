@@ -12,11 +12,11 @@ from torch import nn
 from decoders.seq2seq import Seq2SeqDecoder
 from encoders.speech import SpeechEncoder
 from encoders.vision import VisionEncoder
-from mmdialog.config import Freeze, MmdialogConfig
 from mmdialog.dialogue import Media, ModelInput
 from mmdialog.errors import ModelNotAvailableError
 from mmdialog.freezing import apply_freeze_policy
 from mmdialog.fusion import Fusion
+from mmdialog.settings import Freeze, MmdialogConfig
 
 COMPONENTS = ("speech", "vision", "decoder")
 

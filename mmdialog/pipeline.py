@@ -21,12 +21,13 @@ from decoders.tts.base import Speech
 from decoders.tts.text import split_sentences
 from encoders.audio_io import AudioInput, load_audio
 from encoders.image_io import ImageInput, load_image
-from mmdialog.config import MmdialogConfig, SpeechMode, load_config
+from mmdialog.config import load_config
 from mmdialog.device import configure_threads, inference_context, resolve_device
 from mmdialog.dialogue import Media, Turn, build_model_input, with_markers
 from mmdialog.errors import InputError
 from mmdialog.inputs import check_audio_length, check_upload, clean_text, is_silence
 from mmdialog.session import Event, Reply, Session, content_key
+from mmdialog.settings import MmdialogConfig, SpeechMode
 
 log = logging.getLogger("mmdialog.pipeline")
 

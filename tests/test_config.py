@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mmdialog.config import Freeze, SpeechMode, config_from_dict, config_to_dict, load_config, preset_names
+from mmdialog.config import config_from_dict, config_to_dict, load_config, preset_names
 from mmdialog.errors import ConfigError, ModelNotAvailableError
 from mmdialog.model import MultimodalDialogueModel
+from mmdialog.settings import Freeze, SpeechMode
 
 
 def test_presets_are_found_and_typed():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from conftest import audio_media, image_media
 
-from mmdialog.config import DialogueSettings, SpeechMode
 from mmdialog.dialogue import Turn, build_model_input, with_markers
 from mmdialog.errors import InputError
+from mmdialog.settings import DialogueSettings, SpeechMode
 
 
 def encode(model, history, mode=SpeechMode.both, budget=384, target=None):

@@ -14,10 +14,10 @@ from PIL import Image
 from tests_support import train_tiny
 
 from decoders.tts.factory import build_synthesizer
-from mmdialog.config import TTSSettings
 from mmdialog.data.format import write_dialogues
 from mmdialog.model import MultimodalDialogueModel
 from mmdialog.pipeline import NOT_HEARD, DialoguePipeline
+from mmdialog.settings import TTSSettings
 
 TWO_SENTENCES = "It is a red square. Nothing else is in the picture."
 

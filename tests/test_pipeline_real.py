@@ -8,8 +8,8 @@ import pytest
 from speech_corpus import SENTENCES, normalize_text, word_error_rate
 
 from decoders.tts.factory import build_synthesizer
-from mmdialog.config import TTSSettings
 from mmdialog.pipeline import DialoguePipeline
+from mmdialog.settings import TTSSettings
 
 pytestmark = [pytest.mark.real_weights, pytest.mark.slow]
 

@@ -9,7 +9,8 @@ from conftest import make_tone
 from speech_corpus import SENTENCES, normalize_text, word_error_rate
 
 from encoders.speech import SpeechEncoder, _keep_words, repeated_tail
-from mmdialog.config import SpeechSettings, load_config
+from mmdialog.config import load_config
+from mmdialog.settings import SpeechSettings
 
 
 @pytest.fixture(scope="module")

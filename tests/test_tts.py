@@ -13,8 +13,8 @@ from decoders.tts.base import PEAK_DBFS, Speech, normalize_loudness
 from decoders.tts.coqui import CoquiVoice
 from decoders.tts.factory import build_synthesizer
 from decoders.tts.text import normalize_text, split_sentences
-from mmdialog.config import TTSBackend, TTSSettings
 from mmdialog.errors import ConfigError, ModelNotAvailableError
+from mmdialog.settings import TTSBackend, TTSSettings
 
 
 def _dbfs(audio: np.ndarray) -> float:

@@ -11,8 +11,8 @@ import torch
 from decoders.tts.base import Speech, Synthesizer
 from decoders.tts.piper import PiperVoice, bundled_voice_paths
 from decoders.tts.text import normalize_text, strip_markup
-from mmdialog.config import TTSBackend, TTSSettings
 from mmdialog.errors import ConfigError, ModelNotAvailableError
+from mmdialog.settings import TTSBackend, TTSSettings
 
 _BUNDLED_PIPER = {"bundled:joe": bundled_voice_paths}
 

@@ -19,10 +19,10 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mmdialog.config import MmdialogConfig
 from mmdialog.data.dataset import DialogueDataset, collate
 from mmdialog.data.format import LoadReport, load_dialogues
 from mmdialog.model import MultimodalDialogueModel
+from mmdialog.settings import MmdialogConfig
 from mmdialog.training import checkpoints
 from mmdialog.training.checkpoints import TrainerState
 from mmdialog.training.optim import build_optimizer, build_scheduler
@@ -38,6 +38,15 @@ def mixed_precision(setting: str) -> str:
 
 
 def build_model(config: MmdialogConfig) -> MultimodalDialogueModel:
+    tokenizer = config.decoder.tokenizer or ""
+    if tokenizer.startswith("bpe:") and not config.train.init_from:
+        # A decoder trained from scratch gets a tokenizer trained on the same data, saved beside the run.
+        from mmdialog.data.tokenizer import tokenizer_for_training
+
+        folder = Path(config.train.output_dir) / "tokenizer"
+        files = [f for f in (config.train.data, config.train.eval_data) if f]
+        tokenizer_for_training(tokenizer, files).save_pretrained(str(folder))
+        config.decoder.tokenizer = str(folder)
     if config.train.init_from:
         # Architecture from the saved folder; what to train and how, from this config.
         overrides = [f"{c}.freeze={getattr(config, c).freeze.value}" for c in ("speech", "vision", "decoder")]

