@@ -7,6 +7,7 @@ Components loaded by hub name or path are referenced by that name, not copied. N
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
@@ -37,24 +39,32 @@ def _stores_whole(settings) -> bool:
     return not settings.name or settings.freeze == Freeze.full
 
 
-def save_checkpoint(model: MultimodalDialogueModel, folder: Path) -> None:
-    """Write the checkpoint into a temp folder beside `folder`, then swap it in: never half a checkpoint."""
+def _stored(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    tensor = tensor.detach().cpu().contiguous()
+    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+
+
+def save_checkpoint(model: MultimodalDialogueModel, folder: Path, dtype: torch.dtype | None = None) -> None:
+    """Write the checkpoint into a temp folder beside `folder`, then swap it in: never half a checkpoint.
+
+    `dtype` (e.g. torch.float16) stores the weights smaller; loading casts them back to the model's dtype.
+    """
     folder = folder.resolve()
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         config = config_to_dict(model.config)
         files = {"fusion": FUSION_FILE}
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.fusion.state_dict().items()},
-                  staging / FUSION_FILE)
+        save_file({k: _stored(v, dtype) for k, v in model.fusion.state_dict().items()}, staging / FUSION_FILE)
         for name in ("speech", "vision", "decoder"):
             settings = getattr(model.config, name)
             part = model.trainable_part(name) if name != "speech" or settings.name else model.speech.whisper
             if _stores_whole(settings):
-                save_model(part, str(staging / f"{name}.safetensors"))
+                # save_model keeps tied weights (T5's shared embeddings) tied; a converted copy for dtype.
+                save_model(copy.deepcopy(part).to(dtype) if dtype else part, str(staging / f"{name}.safetensors"))
                 files[name] = f"{name}.safetensors"
             elif settings.freeze == Freeze.lora:
-                state = {k: v.detach().cpu().contiguous() for k, v in lora_state_dict(part).items()}
+                state = {k: _stored(v, dtype) for k, v in lora_state_dict(part).items()}
                 save_file(state, staging / f"{name}.lora.safetensors")
                 files[name] = f"{name}.lora.safetensors"
         tokenizer_source = model.config.decoder.tokenizer or model.config.decoder.name
@@ -63,6 +73,9 @@ def save_checkpoint(model: MultimodalDialogueModel, folder: Path) -> None:
             config["decoder"]["tokenizer"] = TOKENIZER_DIR
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "files": files, "config": config}
         (staging / CONFIG_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        # mkdtemp and safetensors create owner-only files; a model folder is meant to be shared and copied.
+        for path in [staging, *staging.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
         if folder.exists():
             backup = folder.with_name(f".{folder.name}.old")
             shutil.rmtree(backup, ignore_errors=True)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import torch
+from safetensors import safe_open
 
 from encoders.audio_io import AudioInput, load_audio
 from encoders.image_io import ImageInput, load_image
 from mmdialog.dialogue import Media
-from mmdialog.settings import SpeechMode
+from mmdialog.settings import Freeze, SpeechMode
 
 
 class MediaPreparer:
@@ -19,9 +23,28 @@ class MediaPreparer:
     def image(self, source: ImageInput) -> Media:
         return Media("image", pixel_values=self.model.vision.preprocess([load_image(source)])[0])
 
+    def cached_states(self, source: AudioInput) -> torch.Tensor | None:
+        """Encoder states stored beside an audio file (`clip.states.safetensors`, written by `mmdialog synth`),
+        used only when they were made by this very speech model with this window and it is frozen."""
+        if not isinstance(source, (str, Path)) or self.model.config.speech.freeze != Freeze.frozen:
+            return None
+        path = Path(source).with_suffix(".states.safetensors")
+        if not path.is_file():
+            return None
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            speech = self.model.config.speech
+            if meta.get("speech_model") != speech.name or float(meta.get("min_window_seconds", -1)) != \
+                    speech.min_window_seconds:
+                return None
+            return handle.get_tensor("states").float()
+
     def audio(self, source: AudioInput | np.ndarray, transcript: str | None = None) -> Media:
         """Audio as a mel spectrogram; the transcript is computed when the speech mode needs one and
         none was given (a cached transcript in training data saves this Whisper pass)."""
+        states = self.cached_states(source) if transcript is not None else None
+        if states is not None:
+            return Media("audio", features=states, transcript=transcript)
         samples = load_audio(source)
         speech = self.model.speech
         mel = speech.log_mel(samples)

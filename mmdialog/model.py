@@ -70,10 +70,10 @@ class MultimodalDialogueModel(nn.Module):
 
         return load_checkpoint(Path(folder), overrides)
 
-    def save_pretrained(self, folder: str | Path) -> None:
+    def save_pretrained(self, folder: str | Path, dtype: torch.dtype | None = None) -> None:
         from mmdialog.checkpoint import save_checkpoint
 
-        save_checkpoint(self, Path(folder))
+        save_checkpoint(self, Path(folder), dtype)
 
     def trainable_part(self, component: str) -> nn.Module:
         """The module a component's freeze policy applies to (and that a checkpoint stores)."""

@@ -214,6 +214,9 @@ class TrainSettings:
     keep_last: int = 2  # checkpoints kept besides the best one
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0: never
     log_every: int = 10
+    # Speech modes to train with, one chosen per example (e.g. [both, features, transcript]) so one model
+    # serves every mode; empty: speech.mode only.
+    speech_modes: list[SpeechMode] = field(default_factory=list)
     num_workers: int = 0
     seed: int = 0
 

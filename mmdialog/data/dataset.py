@@ -9,13 +9,17 @@ from torch.utils.data import Dataset
 from mmdialog.data.format import DialogueRecord, TurnRecord
 from mmdialog.dialogue import Media, ModelInput, Turn, build_model_input, with_markers
 from mmdialog.media import MediaPreparer
+from mmdialog.settings import SpeechMode
 
 
 class DialogueDataset(Dataset):
     """Item i is the ModelInput for the i-th assistant turn (labels = that turn's text)."""
 
-    def __init__(self, dialogues: Sequence[DialogueRecord], model, cache_media: bool = True):
+    def __init__(self, dialogues: Sequence[DialogueRecord], model, cache_media: bool = True,
+                 speech_modes: Sequence[SpeechMode] = ()):
         self.dialogues = list(dialogues)
+        # Training with several speech modes: each example gets one, fixed by its index (reproducible).
+        self.speech_modes = list(speech_modes)
         self.model = model
         self.prepare = MediaPreparer(model)
         self.examples = [(d, i) for d, dialogue in enumerate(self.dialogues)
@@ -61,7 +65,8 @@ class DialogueDataset(Dataset):
         turns = self.dialogues[dialogue].turns
         history = [self._turn(t) for t in turns[:target]]
         cfg = self.model.config
-        return build_model_input(history, self.model.tokenizer, cfg.dialogue, cfg.speech.mode,
+        mode = self.speech_modes[index % len(self.speech_modes)] if self.speech_modes else cfg.speech.mode
+        return build_model_input(history, self.model.tokenizer, cfg.dialogue, mode,
                                  self.model.soft_token_count, target=turns[target].text)
 
 

@@ -100,7 +100,7 @@ class Trainer:
         set_seed(settings.seed)
         model = build_model(config)
         dialogues, self.data_report = load_dialogues(settings.data, skip_bad=settings.skip_bad)
-        train_set = DialogueDataset(dialogues, model)
+        train_set = DialogueDataset(dialogues, model, speech_modes=settings.speech_modes)
         # The loader's own generator: creating an iterator must not draw from the global RNG, or a resumed
         # run's dropout masks would differ from an uninterrupted run's.
         loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, collate_fn=collate,
