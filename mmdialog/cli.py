@@ -120,6 +120,39 @@ def chat(
 
 @app.command()
 @reports_errors
+def synth(
+    out: Annotated[str, typer.Option("--out", help="Folder to write the world into.")],
+    seed: Annotated[int, typer.Option(help="Same seed, same world, byte for byte.")] = 0,
+    scenes: Annotated[int, typer.Option(help="Training scenes (validation and test scale with it).")] = 3000,
+    spoken: Annotated[bool, typer.Option(help="Synthesize spoken questions (Piper + espeak-ng).")] = True,
+) -> None:
+    """Generate the synthetic multimodal dialogue world (images, typed and spoken questions, splits)."""
+    from pathlib import Path
+
+    from mmdialog.synth import generate_world
+
+    summary = generate_world(Path(out), seed=seed, scenes_train=scenes, scenes_valid=max(1, scenes // 15),
+                             scenes_test=max(1, scenes // 7), spoken=spoken)
+    typer.echo(json.dumps({k: v for k, v in summary.items() if k != "timings"}, indent=1))
+
+
+@app.command()
+@reports_errors
+def serve(
+    config: ConfigOption = None,
+    overrides: Overrides = None,
+    kiosk: Annotated[bool, typer.Option("--kiosk", help="Full screen, touch-sized, resets when left idle.")] = False,
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on (default: app.host).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port to listen on (default: app.port).")] = None,
+) -> None:
+    """Serve the assistant as a web page (and an HTTP API for gradio_client) until Ctrl-C."""
+    from app.server import serve as serve_app
+
+    serve_app(config, overrides or [], kiosk=kiosk, host=host, port=port)
+
+
+@app.command()
+@reports_errors
 def train(
     config: ConfigOption = None,
     overrides: Overrides = None,

@@ -57,6 +57,10 @@ class ResamplerProjector(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, num_tokens: int, layers: int, heads: int, hidden_mult: int = 2):
         super().__init__()
         self.num_tokens = num_tokens
+        # Vision towers' hidden states are large and dominated by a few channels; unnormalised, they
+        # saturate the attention and every image resamples to nearly the same tokens (as in Flamingo,
+        # the media features are layer-normed first).
+        self.input_norm = nn.LayerNorm(in_dim)
         self.input = nn.Linear(in_dim, out_dim)
         self.queries = nn.Parameter(torch.randn(num_tokens, out_dim) * out_dim**-0.5)
         self.blocks = nn.ModuleList(
@@ -73,7 +77,7 @@ class ResamplerProjector(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         batched = features.dim() == 3
-        memory = self.input(features if batched else features.unsqueeze(0))
+        memory = self.input(self.input_norm(features if batched else features.unsqueeze(0)))
         tokens = self.queries.unsqueeze(0).expand(memory.shape[0], -1, -1)
         for block in self.blocks:
             tokens = block(tokens, memory)

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mmdialog.data.dataset import DialogueDataset, collate
+from mmdialog.device import configure_threads
 from mmdialog.data.format import LoadReport, load_dialogues
 from mmdialog.model import MultimodalDialogueModel
 from mmdialog.settings import MmdialogConfig
@@ -98,6 +99,7 @@ class Trainer:
             step_scheduler_with_optimizer=False,
         )
         set_seed(settings.seed)
+        configure_threads(config.runtime)
         model = build_model(config)
         dialogues, self.data_report = load_dialogues(settings.data, skip_bad=settings.skip_bad)
         train_set = DialogueDataset(dialogues, model, speech_modes=settings.speech_modes)
