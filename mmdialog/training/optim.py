@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from transformers import get_scheduler
 
-from mmdialog.config import Schedule, TrainSettings
+from mmdialog.settings import Schedule, TrainSettings
 
 _SCHEDULER_NAMES = {Schedule.cosine: "cosine", Schedule.linear: "linear", Schedule.constant: "constant_with_warmup"}
 
