@@ -160,6 +160,6 @@ def _load_strict(module, path: Path) -> None:
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint file '{path}' does not fit the model: "
-            f"{len(missing)} missing and {len(unexpected)} unexpected tensors (e.g. {(missing or unexpected)[0]})"
+            f"{len(missing)} missing and {len(unexpected)} unexpected tensors (e.g. {sorted(missing or unexpected)[0]})"
         )
 

@@ -195,12 +195,12 @@ def evaluate(
     from pathlib import Path
 
     from mmdialog.config import load_config
-    from mmdialog.settings import SpeechMode
     from mmdialog.data.dataset import DialogueDataset
     from mmdialog.data.format import load_dialogues
     from mmdialog.errors import ConfigError
     from mmdialog.evaluation import most_frequent_answer_rate, report, score_dataset
     from mmdialog.loading import load_model
+    from mmdialog.settings import SpeechMode
 
     cfg = load_config(config, overrides or [])
     source = data or cfg.train.eval_data

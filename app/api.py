@@ -1,0 +1,53 @@
+"""The HTTP API for scripts (`gradio_client`): `/turn` and `/reset`.
+
+Conversations are named by a `session_id` the server hands out: leave it empty and every call is a fresh,
+one-turn conversation (stateless use); pass back the id a turn returned to go on with that conversation.
+Ids are 128 random bits and live in a registry of their own, so two clients share a conversation only if
+one gives its id to the other. Conversations unused for `API_IDLE_SECONDS` are closed and their files deleted.
+"""
+
+from __future__ import annotations
+
+from app.state import AppState, Conversation
+
+API_IDLE_SECONDS = 30 * 60
+
+
+class DialogueAPI:
+    def __init__(self, state: AppState):
+        self.state = state
+
+    def turn(self, text: str | None, image: dict | None, audio: dict | None,
+             session_id: str | None) -> tuple[str, str, str | None, dict[str, float], str, str]:
+        """One whole turn: reply text, transcript ("" when none), the spoken reply as a WAV file (None without a
+        voice), stage timings in ms, the conversation's id, and the error ("" when answered; the reply then
+        holds a friendly message).
+
+        `image` and `audio` arrive as Gradio's file payloads, not preprocessed: gr.File's own preprocessing
+        (Gradio 6.31) leaves an empty temp file behind for every upload. Gradio has checked that each path is
+        an upload to this app either way."""
+        conversation = self._conversation(session_id)
+        files = self.state.files
+        image_path = files.claim(conversation.id, image["path"]) if image else None
+        audio_path = files.claim(conversation.id, audio["path"]) if audio else None
+        reply = self.state.pipelines.default.respond(conversation.session, text=text or None, image=image_path,
+                                                     audio=audio_path)
+        conversation.turns += 1
+        conversation.touch()
+        spoken = None
+        if reply.audio is not None and len(reply.audio):
+            spoken = str(files.write_wav(conversation.id, f"reply-{conversation.turns}", reply.audio,
+                                         reply.sample_rate))
+        return reply.text, reply.transcript or "", spoken, reply.timings_ms, conversation.id, reply.error or ""
+
+    def reset(self, session_id: str | None) -> str:
+        """Start the conversation over (its files are deleted); returns the id to use next."""
+        conversation = self._conversation(session_id)
+        self.state.api.reset(conversation)
+        return conversation.id
+
+    def _conversation(self, session_id: str | None) -> Conversation:
+        """The conversation with this id, or a new one (no id, or one that expired: the returned id says)."""
+        conversations = self.state.api
+        conversations.expire(API_IDLE_SECONDS)
+        return (conversations.get(session_id) if session_id else None) or conversations.open()

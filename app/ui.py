@@ -1,0 +1,117 @@
+"""The page: chat, inputs (microphone, audio file, picture or webcam, text), the spoken reply, a latency
+line, settings (not in kiosk mode), and the hidden components behind the HTTP API."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from app.api import DialogueAPI
+from app.handlers import ChatHandlers
+from app.state import AppState
+from mmdialog.pipeline import DialoguePipeline
+from mmdialog.settings import AppSettings, SpeechMode
+
+# Kiosk: a touch screen at arm's length. Big type, big targets, a queue position one can read, no footer.
+KIOSK_CSS = """
+.gradio-container { max-width: 100% !important; padding: 12px 24px !important; }
+#send, #new { min-height: 88px; font-size: 1.6rem !important; }
+#image-in button, #audio-in button { min-height: 56px; min-width: 56px; font-size: 1.3rem !important; }
+#text-in textarea { font-size: 1.5rem !important; min-height: 64px; }
+#chat .message { font-size: 1.5rem; }
+#chat [data-testid="status-tracker"] { font-size: 1.5rem; }
+footer { display: none !important; }
+"""
+
+# The idle tick's `js` runs in the browser before the handler: it reports how long ago the visitor last
+# touched the screen or pressed a key (listeners installed on the first tick), as the handler's input.
+IDLE_JS = """
+(conversation, idle, ...inputs) => {
+  if (window.mmdialogLastInput === undefined) {
+    window.mmdialogLastInput = Date.now();
+    for (const kind of ["pointerdown", "keydown", "touchstart"]) {
+      window.addEventListener(kind, () => { window.mmdialogLastInput = Date.now(); }, true);
+    }
+  }
+  return [conversation, (Date.now() - window.mmdialogLastInput) / 1000, ...inputs];
+}
+"""
+
+
+def build_app(pipeline: DialoguePipeline, settings: AppSettings, kiosk: bool = False) -> gr.Blocks:
+    """The Gradio app for one pipeline. The returned Blocks carries its `AppState` as `.mmdialog_state`
+    (files, conversations, health), which `app.server.start` uses; launch it with `start`, not `launch`."""
+    state = AppState.create(pipeline, settings, kiosk)
+    chat = ChatHandlers(state)
+    # A backstop for uploads nobody sent and no reset reached: a day-old file in our folder goes.
+    with gr.Blocks(title=settings.title, analytics_enabled=False, fill_height=kiosk, fill_width=kiosk,
+                   delete_cache=(3600, 86_400)) as blocks:
+        # One pipeline Session per browser tab, made at its first turn; closed with the tab.
+        conversation = gr.State(None, delete_callback=state.browser.close)
+        if not kiosk:
+            gr.Markdown(f"## {settings.title}")
+        with gr.Row():
+            with gr.Column(scale=3):
+                # Kiosk: the chat takes the screen's height and scrolls inside; the page itself never scrolls.
+                chatbot = gr.Chatbot(state.browser.greeting(), elem_id="chat", show_label=False,
+                                     height="calc(100vh - 200px)" if kiosk else 520, buttons=[] if kiosk else None,
+                                     placeholder=None if kiosk else settings.welcome, feedback_options=None,
+                                     allow_file_downloads=not kiosk)
+                with gr.Row(equal_height=True):
+                    text = gr.Textbox(placeholder="Type a question, or record one, then Send", show_label=False,
+                                      elem_id="text-in", scale=4, lines=1)
+                    send = gr.Button("Send", variant="primary", elem_id="send", scale=1)
+                latency = gr.Markdown(elem_id="latency")
+            with gr.Column(scale=2):
+                image = gr.Image(type="filepath", image_mode=None, sources=["upload", "webcam"], label="Picture",
+                                 elem_id="image-in", height=220)
+                audio = gr.Audio(type="filepath", sources=["microphone", "upload"], label="Ask by voice",
+                                 elem_id="audio-in")
+                # streaming=True: each sentence goes to the browser as soon as it is spoken (HLS), autoplayed.
+                spoken = gr.Audio(label="Spoken reply", streaming=True, autoplay=True, interactive=False,
+                                  elem_id="reply-audio")
+                new = gr.Button("New conversation", elem_id="new")
+        settings_panel = [] if kiosk else _settings_panel(pipeline)
+
+        outputs = [chatbot, conversation, spoken, latency, text, image, audio]
+        gr.on([send.click, text.submit], chat.turn, [conversation, text, image, audio, *settings_panel], outputs,
+              api_name="page_turn", api_visibility="private", show_progress_on=[chatbot], concurrency_id="model")
+        # The chat's own trash button starts over too, so the chat never shows less than the model remembers.
+        gr.on([new.click, chatbot.clear], chat.new_conversation, [conversation], outputs, api_name="page_new",
+              api_visibility="private", queue=False)
+        if kiosk:
+            idle = gr.Number(visible=False)
+            tick = max(0.5, min(5.0, settings.kiosk_idle_seconds / 4))
+            gr.Timer(tick).tick(chat.idle_tick, [conversation, idle, text, image, audio], outputs, js=IDLE_JS,
+                                api_name="page_idle", api_visibility="private", queue=False)
+        _api_endpoints(DialogueAPI(state))
+    blocks.mmdialog_state = state
+    return blocks
+
+
+def _settings_panel(pipeline: DialoguePipeline) -> list[gr.components.Component]:
+    generation = pipeline.config.generation
+    with gr.Accordion("Settings", open=False, elem_id="settings"):
+        with gr.Row():
+            voice = gr.Checkbox(pipeline.speech_out is not None, label="Speak the replies",
+                                interactive=pipeline.speech_out is not None)
+            mode = gr.Radio([m.value for m in SpeechMode], value=pipeline.model.config.speech.mode.value,
+                            label="Speech: transcript, encoder features, or both")
+        with gr.Row():
+            temperature = gr.Slider(0.0, 1.5, value=generation.temperature if generation.do_sample else 0.0,
+                                    step=0.05, label="Temperature (0: greedy)")
+            max_new_tokens = gr.Slider(1, 512, value=generation.max_new_tokens, step=1, label="Max new tokens")
+    return [voice, mode, temperature, max_new_tokens]
+
+
+def _api_endpoints(api: DialogueAPI) -> None:
+    """`/turn` and `/reset` for gradio_client. Files go in as gr.File (no decoding here: the pipeline checks
+    them and answers a bad one with a friendly message); the reply's audio comes back as a WAV file."""
+    with gr.Column(visible=False):
+        inputs = [gr.Textbox(label="text"), gr.File(label="image"), gr.File(label="audio"),
+                  gr.Textbox(label="session_id")]
+        session_id = gr.Textbox(label="session_id")
+        outputs = [gr.Textbox(label="reply"), gr.Textbox(label="transcript"), gr.Audio(type="filepath", label="audio"),
+                   gr.JSON(label="timings_ms"), session_id, gr.Textbox(label="error")]
+        trigger = gr.Button()
+    trigger.click(api.turn, inputs, outputs, api_name="turn", concurrency_id="model", preprocess=False)
+    trigger.click(api.reset, inputs[-1], session_id, api_name="reset")
