@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/mmdialog chat
+	$(BIN)/mmdialog serve
 
 # Retrain the shipped demo model from scratch: the synthetic world (about 4 minutes, cached), then
 # training (at most about 15 minutes on 2 CPU cores); the result replaces configs/demo_model.
