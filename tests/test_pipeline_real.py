@@ -5,11 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-from speech_corpus import SENTENCES, normalize_text, word_error_rate
+from speech_corpus import normalize_text, word_error_rate
 
-from decoders.tts.factory import build_synthesizer
 from mmdialog.pipeline import DialoguePipeline
-from mmdialog.settings import TTSSettings
 
 pytestmark = [pytest.mark.real_weights, pytest.mark.slow]
 
@@ -24,23 +22,18 @@ def pipeline():
                                                  "tts.backend=none", "generation.max_new_tokens=2"])
 
 
-@pytest.fixture(scope="module")
-def spoken():
-    voice = build_synthesizer(TTSSettings(backend="piper", voice="bundled:joe", sample_rate=16_000))
-    return [(16_000, voice.speak_all(text)) for text in SENTENCES]
-
-
-def test_round_trip_through_the_pipeline(pipeline, spoken):
-    heard = [pipeline.respond(pipeline.new_session(), audio=clip).transcript or "" for clip in spoken]
-    wer = word_error_rate([normalize_text(s) for s in SENTENCES], [normalize_text(h) for h in heard])
-    print(f"pipeline round trip WER on {len(SENTENCES)} Piper sentences: {wer:.3f}")
+def test_round_trip_through_the_pipeline(pipeline, piper_sentences):
+    heard = [pipeline.respond(pipeline.new_session(), audio=(16_000, clip)).transcript or ""
+             for _, clip in piper_sentences]
+    wer = word_error_rate([normalize_text(t) for t, _ in piper_sentences], [normalize_text(h) for h in heard])
+    print(f"pipeline round trip WER on {len(piper_sentences)} Piper utterances: {wer:.3f}")
     assert wer <= 0.05
 
 
-def test_concurrent_transcriptions_match_sequential_ones(pipeline, spoken):
+def test_concurrent_transcriptions_match_sequential_ones(pipeline, piper_sentences):
     """openai-whisper installs kv-cache hooks on the shared model per decode; the speech encoder's lock
     keeps parallel sessions from corrupting each other's transcripts."""
-    clips = spoken[:8]
+    clips = [(16_000, clip) for _, clip in piper_sentences[:8]]
     sequential = [pipeline.respond(pipeline.new_session(), audio=clip).transcript for clip in clips]
     parallel: list[str | None] = [None] * len(clips)
 
