@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mmdialog.data.dataset import DialogueDataset, collate
-from mmdialog.device import configure_threads
 from mmdialog.data.format import LoadReport, load_dialogues
+from mmdialog.device import configure_threads
 from mmdialog.model import MultimodalDialogueModel
 from mmdialog.settings import MmdialogConfig
 from mmdialog.training import checkpoints
