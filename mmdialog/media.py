@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,9 @@ class MediaPreparer:
         if not path.is_file():
             return None
         with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
+            made_by = json.loads((handle.metadata() or {}).get("made_by", "{}"))
             speech = self.model.config.speech
-            if meta.get("speech_model") != speech.name or float(meta.get("min_window_seconds", -1)) != \
-                    speech.min_window_seconds:
+            if made_by != {"speech_model": speech.name, "min_window_seconds": speech.min_window_seconds}:
                 return None
             return handle.get_tensor("states").float()
 

@@ -179,8 +179,12 @@ def _make_clip(text: str, voice: VoiceSetting, cache: Path, speaker: Speaker, en
     states, transcript = encoder.encode(samples)
     # The metadata says which speech model and window made the states: training uses them only if they match.
     settings = encoder.settings
+    # One metadata key holding sorted JSON: safetensors writes several keys in no fixed order, and the
+    # world must be byte-identical from one run to the next.
+    made_by = json.dumps({"speech_model": settings.name, "min_window_seconds": settings.min_window_seconds},
+                         sort_keys=True)
     save_file({"states": states.to(torch.float16).contiguous()}, str(cache / f"{key}.states.safetensors"),
-              metadata={"speech_model": str(settings.name), "min_window_seconds": str(settings.min_window_seconds)})
+              metadata={"made_by": made_by})
     timings.transcription_s += time.perf_counter() - started
     record = {"text": text, "voice": voice.id, "transcript": transcript or "",
               "seconds": round(samples.size / SAMPLE_RATE, 3)}
