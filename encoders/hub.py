@@ -47,6 +47,11 @@ def _hub_offline() -> Iterator[None]:
         constants.HF_HUB_OFFLINE = previous
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def load_or_explain(what: str, name: str, loader: Callable[..., T], **kwargs) -> T:
     """Call `loader(name, **kwargs)`, a `from_pretrained`; failing to find the files becomes one sentence.
 
@@ -62,14 +67,13 @@ def load_or_explain(what: str, name: str, loader: Callable[..., T], **kwargs) ->
             return loader(name, local_files_only=True, **kwargs)
     except Exception as exc:  # hub, network and file errors come in many classes; all mean the same here
         if local.exists():
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelNotAvailableError([f"{what} '{name}' could not be loaded from its folder: {reason}"]) from None
+            problem = f"{what} '{name}' could not be loaded from its folder: {_first_line(exc)}"
+            raise ModelNotAvailableError([problem]) from None
     if hub_reachable():
         try:
             return loader(name, **kwargs)
         except Exception as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelNotAvailableError([f"{what} '{name}' could not be downloaded: {reason}"]) from None
+            raise ModelNotAvailableError([f"{what} '{name}' could not be downloaded: {_first_line(exc)}"]) from None
     raise ModelNotAvailableError([
         f"{what} '{name}' is not available offline: it is not in the local cache and the hub cannot be "
         f"reached (load it once with internet access to cache it, or give a local path)."

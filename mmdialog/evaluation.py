@@ -57,10 +57,12 @@ def score_dataset(model, dataset: DialogueDataset, batch_size: int = 16, limit: 
     for start in range(0, count, batch_size):
         indices = list(range(start, min(start + batch_size, count)))
         batch = [dataset[i] for i in indices]
-        logits = model(batch).logits.float()
+        # One pass through the encoders serves both the loss and the generated reply.
+        embeds, mask = model.embed(batch)
         labels = model.labels(batch)
+        logits = model.decoder(embeds, mask, labels=labels).logits.float()
         losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none").sum(1)
-        predictions = model.generate(batch, **generation)
+        predictions = model.decoder.generate(embeds, mask, **model.generation_options(**generation))
         for row, index in enumerate(indices):
             scored.append(Scored(predictions[row], dataset.target_text(index), losses[row].item(),
                                  int((labels[row] != -100).sum()), _groups(dataset, index)))
