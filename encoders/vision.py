@@ -1,4 +1,5 @@
-"""Images to patch features with any transformers vision tower (CLIP, SigLIP, ViT), by name, path or config."""
+"""Images to patch features with any transformers vision tower (CLIP, SigLIP, ViT, ResNet, ConvNeXt), by name,
+path or config."""
 
 from __future__ import annotations
 
@@ -24,24 +25,44 @@ class VisionEncoder(nn.Module):
         self.processor = processor
         self.settings = settings
         config = tower.config
-        self.hidden_size: int = config.hidden_size
         self.image_size: int = getattr(config, "image_size", settings.image_size)
-        patch_size = getattr(config, "patch_size", 16)
-        self.num_patches = (self.image_size // patch_size) ** 2
         self.feature_index = settings.feature_layer  # index into hidden_states
         self._prune_after_feature_layer()
+        # Transformers give (B, N, hidden); convolutional towers (ResNet, ConvNeXt) give a (B, C, H, W) map,
+        # read here as H*W patches that also carry their (x, y) place: a map's channels do not say where.
+        self.is_feature_map = not hasattr(config, "hidden_size")
+        if self.is_feature_map:
+            channels, height, width = self._probe_feature_map()
+            self.hidden_size: int = channels + 2
+            self.num_patches = height * width
+        else:
+            self.hidden_size = config.hidden_size
+            self.num_patches = (self.image_size // getattr(config, "patch_size", 16)) ** 2
 
     def _prune_after_feature_layer(self) -> None:
         """Drop the layers after the one whose features we use: they cost time and would never train."""
         total = getattr(self.tower.config, "num_hidden_layers", None)
+        if total is None:  # convolutional towers name their depth per stage
+            return
         layer = self.settings.feature_layer
         keep = total + 1 + layer if layer < 0 else layer
         lists = [m for m in self.tower.modules() if isinstance(m, nn.ModuleList) and len(m) == total]
-        if total is None or len(lists) != 1 or not 0 < keep < total:
+        if len(lists) != 1 or not 0 < keep < total:
             return
         del lists[0][keep:]
         self.tower.config.num_hidden_layers = keep
         self.feature_index = -1
+
+    def _probe_feature_map(self) -> tuple[int, int, int]:
+        """Channels and grid of a convolutional tower's chosen map, from one blank image in eval mode
+        (so batch-norm statistics stay untouched)."""
+        was_training = self.tower.training
+        self.tower.eval()
+        with torch.no_grad():
+            pixels = torch.zeros(1, 3, self.image_size, self.image_size)
+            hidden = self.tower(pixel_values=pixels, output_hidden_states=True).hidden_states[self.feature_index]
+        self.tower.train(was_training)
+        return hidden.shape[1], hidden.shape[2], hidden.shape[3]
 
     def freeze_unreached_parameters(self) -> list[str]:
         """Freeze parameters that cannot affect the patch features (pooling heads, final norms).
@@ -50,7 +71,10 @@ class VisionEncoder(nn.Module):
         """
         pixels = torch.zeros(1, 3, self.image_size, self.image_size)
         self.tower.zero_grad(set_to_none=True)
+        was_training = self.tower.training
+        self.tower.eval()  # gradients flow the same; batch-norm statistics must not learn a blank image
         self(pixels).float().pow(2).sum().backward()
+        self.tower.train(was_training)
         unreached = [n for n, p in self.tower.named_parameters() if p.requires_grad and p.grad is None]
         for name, param in self.tower.named_parameters():
             param.grad = None
@@ -86,7 +110,17 @@ class VisionEncoder(nn.Module):
         dtype = next(self.tower.parameters()).dtype
         outputs = self.tower(pixel_values=pixel_values.to(dtype), output_hidden_states=True)
         features = outputs.hidden_states[self.feature_index]
+        if self.is_feature_map:
+            return with_grid_coordinates(features)
         # A CLS token sits in front of the patches in CLIP and ViT; SigLIP has none.
         if self.settings.drop_cls_token and features.shape[1] == self.num_patches + 1:
             features = features[:, 1:]
         return features
+
+
+def with_grid_coordinates(feature_map: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C+2): each cell's features followed by its x and y in [-1, 1], row by row."""
+    batch, _, height, width = feature_map.shape
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+    grid = torch.stack([xs, ys]).to(feature_map).expand(batch, -1, -1, -1)
+    return torch.cat([feature_map, grid], dim=1).flatten(2).transpose(1, 2)
