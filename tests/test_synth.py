@@ -22,7 +22,7 @@ from mmdialog.synth.speech import TEST_VOICE, dress, voices_for
 from mmdialog.synth.templates import KIOSK_QUESTIONS, QUESTIONS
 
 SPLITS = ("train", "valid", "test")
-FAMILIES = {"colour", "shape", "count", "position", "existence", "followup", "kiosk"}
+FAMILIES = {"colour", "shape", "count", "position", "existence", "followup", "describe", "kiosk"}
 SHAPE_WORDS = {**{s: s for s in SHAPES}, **{p: s for s, p in PLURALS.items()}}
 # The turn kinds of each follow-up pattern; the second turn reads its subject from the text ("and the star?")
 # or, for "it", from the first turn.
@@ -83,6 +83,10 @@ def _one(objects: list[dict]) -> dict:
     return objects[0]
 
 
+def _a(words: str) -> str:
+    return ("an " if words[0] in "aeiou" else "a ") + words
+
+
 def _expected(kind: str, text: str, objects: list[dict], it: dict | None) -> tuple[str, dict | None]:
     """The answer re-derived from the scene description and the words of the question (not its template)."""
     colours, shapes = _words(text, COLOURS), [SHAPE_WORDS[w] for w in _words(text, SHAPE_WORDS)]
@@ -98,12 +102,15 @@ def _expected(kind: str, text: str, objects: list[dict], it: dict | None) -> tup
     if kind == "on_side":
         (side,) = _words(text, SIDES)
         target = _one([o for o in objects if SIDES[o["column"]] == side])
-        return ("an " if target["colour"][0] in "aeiou" else "a ") + f"{target['colour']} {target['shape']}", target
+        return _a(f"{target['colour']} {target['shape']}"), target
     if kind in ("exists_shape", "exists_combo"):
         # "is there a star?" "yes" makes the star what "it" means next
         return ("yes" if picked else "no"), (picked[0] if len(picked) == 1 else None)
     if kind == "count_objects":
         return ["zero", "one", "two", "three", "four"][len(objects)], None
+    if kind == "describe_scene":  # reading order: left column first, top to bottom within a column
+        named = [_a(f"{o['colour']} {o['shape']}") for o in sorted(objects, key=lambda o: (o["column"], o["y"]))]
+        return " and ".join([" ".join(named[:-1]), named[-1]]) if len(named) > 1 else named[0], None
     assert kind == "count_shape" and len(shapes) == 1
     return ["zero", "one", "two", "three", "four"][len(picked)], None
 

@@ -2,7 +2,9 @@
 
 Answers follow one exact-match convention: lower case, ASCII, single spaces, no punctuation; counts as
 number words ("zero" ... "four"); positions as the column ("left" / "middle" / "right"); an object as
-"a <colour> <shape>" ("an orange star"); "yes" / "no"; the kiosk's fixed sentences (templates.KIOSK_ANSWERS).
+"a <colour> <shape>" ("an orange star"); a whole scene as its objects in reading order (columns left to right,
+top to bottom within one), the last joined by "and"; "yes" / "no"; the kiosk's fixed sentences
+(templates.KIOSK_ANSWERS).
 
 Uniqueness rules: "the circle" is only asked about when exactly one circle is in the scene, "the red object"
 when exactly one object is red, "the red circle" when exactly one red circle is, "what is on the left?" when
@@ -129,6 +131,14 @@ def existence_family(scene: Scene) -> list[Candidate]:
     return [*by_combo, *(_single("existence", exists_shape(scene, s)) for s in SHAPES)]
 
 
+def describe_family(scene: Scene) -> list[Candidate]:
+    """"What do you see?": every object, in reading order. The one question whose answer names all of them,
+    it is also the densest lesson about the picture a training example can give."""
+    named = [describe(o) for o in sorted(scene.objects, key=lambda o: (o.column, o.y))]
+    answer = named[0] if len(named) == 1 else " ".join(named[:-1]) + " and " + named[-1]
+    return [_single("describe", _question("describe_scene", answer), scene.objects)]
+
+
 def _follow(kind: str, first: Question, second: Question, about: Iterable[SceneObject]) -> Candidate:
     return Candidate("followup", kind, (first, second), frozenset(o.combo for o in about))
 
@@ -165,6 +175,7 @@ FAMILIES: dict[str, Callable[[Scene], list[Candidate]]] = {
     "position": position_family,
     "existence": existence_family,
     "followup": followup_family,
+    "describe": describe_family,
 }
 
 

@@ -53,6 +53,8 @@ QUESTIONS: dict[str, Phrasings] = {
     "exists_shape": Phrasings(
         ("is there a {shape}?", "do you see a {shape}?", "can you see a {shape}?"),
         "is a {shape} in the picture?"),
+    "describe_scene": Phrasings(("what do you see?", "what can you see?", "describe the image"),
+                                "tell me what is in the picture"),
     # Follow-ups: they only make sense after an earlier turn ("it" is the object that turn was about).
     "it_colour": Phrasings(("what color is it?", "what colour is it?", "and its color?"), "how about its color?"),
     "other_shape": Phrasings(("and the {shape}?", "what about the {shape}?"), "how about the {shape}?"),

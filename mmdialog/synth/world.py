@@ -1,6 +1,6 @@
 """The synthetic world put together: scenes, their dialogues, spoken questions, and the split files.
 
-Each scene gets one dialogue per image family (colour, shape, count, position, existence, followup), all
+Each scene gets one dialogue per image family (colour, shape, count, position, existence, followup, describe), all
 about the same picture, so the question, not the picture alone, decides the answer. Kiosk dialogues
 (greetings and facts, typed, no picture) come on top. Within a family a question kind is drawn at random
 and then the answer that kind has given least often so far, which keeps every family near its lowest
