@@ -188,6 +188,18 @@ class Schedule(str, enum.Enum):
 
 
 @dataclass
+class VisionPretrainingSettings:
+    """Stage one for a vision tower trained from scratch (see mmdialog/training/vision_pretraining.py)."""
+
+    scenes: str | None = None  # scenes.jsonl with objects' centres and attributes; None: no stage one
+    attributes: list[str] = field(default_factory=lambda: ["colour", "shape"])
+    steps: int = 400
+    batch_size: int = 64
+    lr: float = 2e-3
+    eval_split: str = "valid"  # scenes of this split measure the patch accuracy reported at the end
+
+
+@dataclass
 class TrainSettings:
     data: str | None = None  # training JSONL (see mmdialog/data/format.py)
     eval_data: str | None = None  # validation JSONL; evaluation, early stopping and "best" need it
@@ -219,6 +231,7 @@ class TrainSettings:
     speech_modes: list[SpeechMode] = field(default_factory=list)
     num_workers: int = 0
     seed: int = 0
+    vision_pretraining: VisionPretrainingSettings = field(default_factory=VisionPretrainingSettings)
 
 
 @dataclass

@@ -183,14 +183,24 @@ class Trainer:
         patience = self.config.train.early_stopping_patience
         return patience > 0 and state.evaluations_without_improvement >= patience
 
+    def _pretrain_vision(self) -> None:
+        """Stage one, before any dialogue. Every process runs it with the same seed, so they agree."""
+        from mmdialog.training.vision_pretraining import pretrain_vision
+
+        vision = self.accelerator.unwrap_model(self.model).vision
+        report = pretrain_vision(vision, self.config.train.vision_pretraining, self.config.train.seed)
+        self.accelerator.log({f"vision_pretraining/{k}": v for k, v in report.items()}, step=0)
+        self.accelerator.print("vision pretraining: " + ", ".join(f"{k} {v:.3f}" for k, v in report.items()))
+
     # ---- the loop -------------------------------------------------------------------------------------
 
     def train(self, resume: bool = False) -> TrainResult:
-        if resume:
-            self.resume()
+        resumed = self.resume() if resume else False
         settings, accelerator, state = self.config.train, self.accelerator, self.state
         accelerator.init_trackers("mmdialog", config={"total_steps": self.total_steps,
                                                       "batch_size": settings.batch_size})
+        if settings.vision_pretraining.scenes and not resumed:
+            self._pretrain_vision()
         self.model.train()
         progress = tqdm(total=self.total_steps, initial=state.step, desc="training",
                         disable=not accelerator.is_local_main_process)
