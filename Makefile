@@ -27,9 +27,10 @@ demo: setup
 # training (at most about 15 minutes on 2 CPU cores); the result replaces configs/demo_model.
 WORLD ?= data/world
 demo-model: setup
-	$(BIN)/mmdialog synth --out $(WORLD) --seed 0
+	$(BIN)/mmdialog synth --out $(WORLD) --seed 0 --scenes 6000
 	$(BIN)/mmdialog train --config train/demo train.data=$(WORLD)/train.jsonl \
-	    train.eval_data=$(WORLD)/valid.jsonl train.output_dir=runs/demo
+	    train.eval_data=$(WORLD)/valid.jsonl train.vision_pretraining.scenes=$(WORLD)/scenes.jsonl \
+	    train.output_dir=runs/demo
 	$(BIN)/python -m mmdialog.ship runs/demo/best configs/demo_model
 
 test: setup

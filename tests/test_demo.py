@@ -1,0 +1,96 @@
+"""The offline demo: the shipped model answers about a picture it never saw, and its recipe is reproducible."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from tests_support import draw_scene, scene_object
+
+from mmdialog.config import load_config
+from mmdialog.data.dataset import DialogueDataset
+from mmdialog.data.format import load_dialogues
+from mmdialog.evaluation import report, score_dataset
+from mmdialog.model import MultimodalDialogueModel
+from mmdialog.synth import generate_world
+from mmdialog.training.trainer import Trainer
+
+pytestmark = pytest.mark.real_weights
+
+
+@pytest.fixture(scope="module")
+def demo_pipeline():
+    from mmdialog.pipeline import DialoguePipeline
+
+    return DialoguePipeline.from_config(None, ["tts.backend=none"])
+
+
+def test_chat_answers_about_a_picture_with_no_config(tmp_path: Path) -> None:
+    image = draw_scene(tmp_path / "scene.png", scene_object("yellow", "circle", 0), scene_object("blue", "star", 2))
+    result = subprocess.run(
+        [sys.executable, "-m", "mmdialog.cli", "chat", "--text", "what color is the circle?", "--image", str(image),
+         "--json"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["reply"] == "yellow"
+    assert Path(answer["audio_path"]).is_file() and answer["timings_ms"]["ttfa"] > 0
+
+
+def test_a_follow_up_refers_to_the_first_turns_picture(demo_pipeline, tmp_path: Path) -> None:
+    image = draw_scene(tmp_path / "scene.png", scene_object("green", "circle", 1), scene_object("orange", "cross", 2))
+    session = demo_pipeline.new_session()
+    assert demo_pipeline.respond(session, text="is there a circle?", image=image).text == "yes"
+    assert demo_pipeline.respond(session, text="what colour is it?").text == "green"
+    other = demo_pipeline.new_session()
+    described = demo_pipeline.respond(other, text="what do you see?", image=image).text
+    assert described == "a green circle and an orange cross"
+
+
+def test_parallel_sessions_never_see_each_others_picture(demo_pipeline, tmp_path: Path) -> None:
+    pictures = {"purple": draw_scene(tmp_path / "a.png", scene_object("purple", "star", 0)),
+                "yellow": draw_scene(tmp_path / "b.png", scene_object("yellow", "star", 2))}
+    answers: dict[str, list[str]] = {colour: [] for colour in pictures}
+
+    def converse(colour: str) -> None:
+        session = demo_pipeline.new_session()
+        demo_pipeline.respond(session, text="hello", image=pictures[colour])
+        for _ in range(3):
+            answers[colour].append(demo_pipeline.respond(session, text="what color is the star?").text)
+
+    threads = [threading.Thread(target=converse, args=(colour,)) for colour in pictures]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == {colour: [colour] * 3 for colour in pictures}
+
+
+@pytest.mark.slow
+def test_a_reduced_recipe_retrains_from_scratch(tmp_path: Path) -> None:
+    """configs/train/demo.yaml, smaller (fewer scenes and steps, typed questions only): floors on test accuracy."""
+    world = tmp_path / "world"
+    generate_world(world, seed=11, scenes_train=1500, scenes_valid=50, scenes_test=200, spoken=False,
+                   progress=False)
+    cfg = load_config("train/demo", [
+        f"train.data={world}/train.jsonl", f"train.output_dir={tmp_path}/run", f"train.max_steps={REDUCED_STEPS}",
+        f"train.vision_pretraining.scenes={world}/scenes.jsonl", "train.vision_pretraining.steps=300",
+        "train.eval_every=100000", "train.save_every=100000", "train.speech_modes=[]",
+    ])
+    Trainer(cfg).train()
+    model = MultimodalDialogueModel.from_pretrained(tmp_path / "run" / "model").eval()
+    dialogues, _ = load_dialogues(world / "test.jsonl")
+    scores = report(score_dataset(model, DialogueDataset(dialogues, model)))
+    forms = scores["by_form"]
+    assert forms["typed+image"]["exact_match"] >= FLOOR_TYPED_IMAGE, scores
+    assert forms["typed"]["exact_match"] >= FLOOR_TYPED, scores
+
+
+# Measured: 0.43 and 0.87 (the test split holds unseen colour-shape pairs and phrasings); chance for the image
+# families is about 0.25, and the full recipe reaches 0.60 on the same kind of split.
+REDUCED_STEPS = 500
+FLOOR_TYPED_IMAGE = 0.35
+FLOOR_TYPED = 0.8
