@@ -42,8 +42,8 @@ def _groups(dataset: DialogueDataset, index: int) -> dict[str, str]:
         if key in meta:
             groups[key] = str(meta[key])
     for key in ("unseen_combo", "unseen_phrasing"):
-        if meta.get(key):
-            groups[key] = "yes"
+        if key in meta:
+            groups[key] = "yes" if meta[key] else "no"
     return groups
 
 
