@@ -124,8 +124,9 @@ class SpeechEncoder(nn.Module):
         self.settings = settings
         self.hidden_size: int = model.dims.n_audio_state
         # openai-whisper installs kv-cache hooks on the shared model during each decode: two threads
-        # decoding at once would corrupt each other's caches. One decode at a time per model.
-        self._decode_lock = threading.Lock()
+        # decoding at once would corrupt each other's caches. One decode at a time per model (held by anyone
+        # decoding with it, whisper.transcribe included).
+        self.decode_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: SpeechSettings) -> SpeechEncoder:
@@ -169,7 +170,7 @@ class SpeechEncoder(nn.Module):
             sample_len=self.settings.max_transcript_tokens,
             beam_size=self.settings.beam_size if self.settings.beam_size > 1 else None,
         )
-        with self._decode_lock, torch.inference_mode():
+        with self.decode_lock, torch.inference_mode():
             task = _PrecomputedFeaturesTask(self.whisper, options)
             results = task.run(features)
         texts = []

@@ -120,6 +120,42 @@ def chat(
 
 @app.command()
 @reports_errors
+def bench(
+    config: ConfigOption = None,
+    overrides: Overrides = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as one JSON object.")] = False,
+    out: Annotated[str, typer.Option("--out", help="Folder for bench.json, bench.png and the inputs.")] = "bench",
+    repeats: Annotated[int, typer.Option(help="Runs of every scenario on each side.")] = 5,
+    concurrency: Annotated[str, typer.Option(help="Parallel sessions to sweep, comma-separated; '' skips.")] = (
+        "1,2,4,8"),
+) -> None:
+    """Latency of every stage and time to first audio: ours against a naive cascade, in one process."""
+    from pathlib import Path
+
+    from mmdialog.benchmark.report import write_report
+    from mmdialog.benchmark.runner import run_benchmark
+    from mmdialog.pipeline import DialoguePipeline
+
+    pipeline = DialoguePipeline.from_config(config, overrides or [])
+    levels = tuple(int(n) for n in concurrency.split(",") if n.strip())
+    report = run_benchmark(pipeline, Path(out) / "inputs", repeats=repeats, concurrency=levels)
+    data, plot = write_report(report, Path(out))
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    for name, scenario in report["scenarios"].items():
+        ours, naive = scenario["ours"]["stages_ms"], scenario["naive"]["stages_ms"]
+        stage = "ttfa" if "ttfa" in ours else "total"
+        typer.echo(f"{name:22} {stage} median ours {ours[stage]['median']:8.1f} ms   naive "
+                   f"{naive[stage]['median']:8.1f} ms   x{scenario['ratio_naive_over_ours'].get(stage, 0):.2f}")
+    for level in report["concurrency"]:
+        typer.echo(f"{level['sessions']} sessions: {level['turns_per_second']:.2f} turns/s, "
+                   f"p90 TTFA {level['ttfa_ms']['p90']:.0f} ms")
+    typer.echo(f"peak RSS {report['peak_rss_mb']:.0f} MB; wrote {data} and {plot}")
+
+
+@app.command()
+@reports_errors
 def synth(
     out: Annotated[str, typer.Option("--out", help="Folder to write the world into.")],
     seed: Annotated[int, typer.Option(help="Same seed, same world, byte for byte.")] = 0,
