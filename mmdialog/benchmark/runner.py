@@ -7,6 +7,7 @@ stage and of time to first audio (TTFA), decoder tokens per second; then naive /
 
 from __future__ import annotations
 
+import re
 import resource
 import statistics
 import threading
@@ -21,6 +22,38 @@ from mmdialog.benchmark.scenarios import Scenario, build_scenarios
 from mmdialog.pipeline import DialoguePipeline
 
 SIDES = ("ours", "naive")
+
+
+class FixedSentenceVoice:
+    """Says one fixed sentence whatever it is given: the text of random weights is not worth speaking, but the
+    time the voice takes must still be part of every turn."""
+
+    SENTENCE = "The yellow circle is on the left, next to a blue star."
+
+    def __init__(self, voice):
+        self.voice = voice
+        self.sample_rate = voice.sample_rate
+
+    def speak(self, text: str):
+        yield from self.voice.speak(self.SENTENCE)
+
+    def speak_all(self, text: str):
+        return self.voice.speak_all(self.SENTENCE)
+
+
+def non_word_token_ids(tokenizer) -> list[int]:
+    """Every token that does not decode to plain letters and spaces. Suppressed when replies are forced, so
+    random weights write a speakable line: no empty text from special tokens, no sentence breaks."""
+    word = re.compile(r"[A-Za-z ]+")
+    suppressed = []
+    for index in range(len(tokenizer)):
+        try:
+            text = tokenizer.decode([index], skip_special_tokens=True)
+        except ValueError:  # byte tokenizers cannot decode ids past their bytes
+            text = ""
+        if not word.fullmatch(text):
+            suppressed.append(index)
+    return suppressed
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -59,6 +92,7 @@ def _scenario_report(pipeline: DialoguePipeline, runs: dict[str, list[list[tuple
     report: dict = {}
     for side in SIDES:
         stages: dict[str, list[float]] = defaultdict(list)
+        by_turn: dict[int, list[float]] = defaultdict(list)  # TTFA against the turns of history
         later_vision: list[float] = []  # vision time in the turns after the first
         speeds = []
         for turns in runs[side]:
@@ -68,6 +102,7 @@ def _scenario_report(pipeline: DialoguePipeline, runs: dict[str, list[list[tuple
                 if "ttfa" in timings and "first_audio_chunk" in timings:
                     # What is left when the voice's own time for the first sentence is taken away.
                     stages["ttfa_minus_first_synthesis"].append(timings["ttfa"] - timings["first_audio_chunk"])
+                by_turn[index].append(timings.get("ttfa", timings["total"]))
                 if index > 0:
                     later_vision.append(timings.get("vision_encode", 0.0))
                 speed = _tokens_per_second(pipeline, reply, timings)
@@ -80,6 +115,7 @@ def _scenario_report(pipeline: DialoguePipeline, runs: dict[str, list[list[tuple
         }
         if later_vision:
             report[side]["vision_ms_after_first_turn"] = summary(later_vision)
+            report[side]["ttfa_by_turn_ms"] = [summary(by_turn[i]) for i in sorted(by_turn)]
     ours, naive = report["ours"]["stages_ms"], report["naive"]["stages_ms"]
     report["ratio_naive_over_ours"] = {
         stage: naive[stage]["median"] / ours[stage]["median"]
@@ -117,7 +153,10 @@ def run_benchmark(pipeline: DialoguePipeline, workdir: Path, repeats: int = 5,
                   concurrency: tuple[int, ...] = (1, 2, 4, 8), concurrency_turns: int = 3,
                   only: set[str] | None = None, forced_tokens: int | None = None) -> dict:
     """`forced_tokens`: every reply exactly that many tokens long (for random weights, which never stop)."""
-    generation = {"min_new_tokens": forced_tokens, "max_new_tokens": forced_tokens} if forced_tokens else {}
+    generation = {}
+    if forced_tokens:
+        generation = {"min_new_tokens": forced_tokens, "max_new_tokens": forced_tokens,
+                      "suppress_tokens": non_word_token_ids(pipeline.model.tokenizer)}
     scenarios = [s for s in build_scenarios(pipeline, workdir) if not only or s.name in only]
     _ours(pipeline, scenarios[0], **generation)  # warm-up: first calls pay for lazy initialisation
     _naive(pipeline, scenarios[0], **generation)
