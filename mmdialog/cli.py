@@ -131,6 +131,7 @@ def bench(
     random_weights: Annotated[bool, typer.Option(
         "--random-weights", help="The preset's shapes with random weights (configs/shapes/): no download.")] = False,
     reply_tokens: Annotated[int, typer.Option(help="With --random-weights: tokens per reply.")] = 16,
+    train_steps: Annotated[int, typer.Option(help="Also time this many training steps (0: no training).")] = 0,
 ) -> None:
     """Latency of every stage and time to first audio: ours against a naive cascade, in one process."""
     from importlib import resources
@@ -153,6 +154,10 @@ def bench(
     levels = tuple(int(n) for n in concurrency.split(",") if n.strip())
     report = run_benchmark(pipeline, Path(out) / "inputs", repeats=repeats, concurrency=levels,
                            forced_tokens=reply_tokens if random_weights else None)
+    if train_steps:
+        from mmdialog.benchmark.training_speed import training_speed
+
+        report["training"] = training_speed(load_config(config, overrides or []), steps=train_steps)
     data, plot = write_report(report, Path(out))
     if as_json:
         typer.echo(json.dumps(report))
@@ -165,6 +170,10 @@ def bench(
     for level in report["concurrency"]:
         typer.echo(f"{level['sessions']} sessions: {level['turns_per_second']:.2f} turns/s, "
                    f"p90 TTFA {level['ttfa_ms']['p90']:.0f} ms")
+    if "training" in report:
+        speed = report["training"]
+        typer.echo(f"training on {speed['device']} ({speed['mixed_precision']}): {speed['steps_per_second']:.2f} "
+                   f"steps/s, {speed['examples_per_second']:.1f} examples/s at batch {speed['batch_size']}")
     typer.echo(f"peak RSS {report['peak_rss_mb']:.0f} MB; wrote {data} and {plot}")
 
 

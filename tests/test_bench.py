@@ -75,3 +75,12 @@ def test_the_concurrency_sweep_and_the_files(report, tmp_path: Path) -> None:
     data, plot = write_report(report, tmp_path)
     assert json.loads(data.read_text()) == json.loads(json.dumps(report))
     assert plot.stat().st_size > 10_000
+
+
+def test_training_speed_times_real_training_steps() -> None:
+    from mmdialog.benchmark.training_speed import training_speed
+    from mmdialog.config import load_config
+
+    speed = training_speed(load_config("tiny", ["speech.mode=features"]), steps=3, batch_size=4)
+    assert speed["steps"] == 3 and speed["steps_per_second"] > 0 and speed["trainable_parameters"] > 0
+    assert speed["mixed_precision"] == "no" and speed["device"] == "cpu"
