@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from tests_support import draw_scene, scene_object
 
 from mmdialog.config import load_config
 from mmdialog.data.dataset import DialogueDataset
@@ -17,6 +16,7 @@ from mmdialog.data.format import load_dialogues
 from mmdialog.evaluation import report, score_dataset
 from mmdialog.model import MultimodalDialogueModel
 from mmdialog.synth import generate_world
+from mmdialog.synth.render import draw, placed
 from mmdialog.training.trainer import Trainer
 
 pytestmark = pytest.mark.real_weights
@@ -30,7 +30,7 @@ def demo_pipeline():
 
 
 def test_chat_answers_about_a_picture_with_no_config(tmp_path: Path) -> None:
-    image = draw_scene(tmp_path / "scene.png", scene_object("yellow", "circle", 0), scene_object("blue", "star", 2))
+    image = draw(tmp_path / "scene.png", placed("yellow", "circle", 0), placed("blue", "star", 2))
     result = subprocess.run(
         [sys.executable, "-m", "mmdialog.cli", "chat", "--text", "what color is the circle?", "--image", str(image),
          "--json"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -41,7 +41,7 @@ def test_chat_answers_about_a_picture_with_no_config(tmp_path: Path) -> None:
 
 
 def test_a_follow_up_refers_to_the_first_turns_picture(demo_pipeline, tmp_path: Path) -> None:
-    image = draw_scene(tmp_path / "scene.png", scene_object("green", "circle", 1), scene_object("orange", "cross", 2))
+    image = draw(tmp_path / "scene.png", placed("green", "circle", 1), placed("orange", "cross", 2))
     session = demo_pipeline.new_session()
     assert demo_pipeline.respond(session, text="is there a circle?", image=image).text == "yes"
     assert demo_pipeline.respond(session, text="what colour is it?").text == "green"
@@ -51,8 +51,8 @@ def test_a_follow_up_refers_to_the_first_turns_picture(demo_pipeline, tmp_path: 
 
 
 def test_parallel_sessions_never_see_each_others_picture(demo_pipeline, tmp_path: Path) -> None:
-    pictures = {"purple": draw_scene(tmp_path / "a.png", scene_object("purple", "star", 0)),
-                "yellow": draw_scene(tmp_path / "b.png", scene_object("yellow", "star", 2))}
+    pictures = {"purple": draw(tmp_path / "a.png", placed("purple", "star", 0)),
+                "yellow": draw(tmp_path / "b.png", placed("yellow", "star", 2))}
     answers: dict[str, list[str]] = {colour: [] for colour in pictures}
 
     def converse(colour: str) -> None:

@@ -8,9 +8,7 @@ import torch
 
 from mmdialog.config import load_config
 from mmdialog.model import MultimodalDialogueModel
-from mmdialog.synth.render import render_scene
-from mmdialog.synth.scenes import COLOURS as WORLD_COLOURS
-from mmdialog.synth.scenes import Background, Scene, SceneObject
+from mmdialog.synth.render import draw, placed
 from mmdialog.training.trainer import Trainer
 
 
@@ -33,19 +31,7 @@ def train_tiny(data: Path, output: Path, steps: int = 300, *overrides: str) -> M
     return MultimodalDialogueModel.from_pretrained(output / "model").eval()
 
 
-def scene_object(colour: str, shape: str, column: int, y: float = 0.5) -> SceneObject:
-    """A large object of the synthetic world, centred in its column (0 left, 1 middle, 2 right)."""
-    return SceneObject(colour, shape, "large", column, (0.17, 0.5, 0.83)[column], y, 0.13, WORLD_COLOURS[colour])
-
-
-def draw_scene(path: Path, *objects: SceneObject) -> Path:
-    """A new picture in the synthetic world's style (not one of its files): the demo model must read it."""
-    background = Background("solid", (235, 235, 235), (235, 235, 235), "vertical", 0.0, 0)
-    render_scene(Scene(tuple(objects), background)).save(path)
-    return path
-
-
 def circle_scene(folder: Path, colour: str) -> Path:
     """A `colour` circle on the left and a star on the right: "what color is the circle?" has one answer."""
     star = "purple" if colour != "purple" else "orange"
-    return draw_scene(folder / f"{colour}.png", scene_object(colour, "circle", 0), scene_object(star, "star", 2))
+    return draw(folder / f"{colour}.png", placed(colour, "circle", 0), placed(star, "star", 2))

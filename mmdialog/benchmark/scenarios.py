@@ -13,8 +13,7 @@ import numpy as np
 import soundfile as sf
 
 from mmdialog.pipeline import DialoguePipeline
-from mmdialog.synth.render import render_scene
-from mmdialog.synth.scenes import COLOURS, Background, Scene, SceneObject
+from mmdialog.synth.render import draw, placed
 
 RATE = 16_000
 QUESTION = "what color is the circle?"
@@ -39,12 +38,7 @@ class Scenario:
 
 
 def _picture(folder: Path) -> str:
-    background = Background("solid", (236, 236, 240), (236, 236, 240), "vertical", 0.0, 0)
-    objects = (SceneObject("yellow", "circle", "large", 0, 0.17, 0.5, 0.13, COLOURS["yellow"]),
-               SceneObject("blue", "star", "large", 2, 0.83, 0.5, 0.13, COLOURS["blue"]))
-    path = folder / "scene.png"
-    render_scene(Scene(objects, background)).save(path)
-    return str(path)
+    return str(draw(folder / "scene.png", placed("yellow", "circle", 0), placed("blue", "star", 2)))
 
 
 def _spoken(pipeline: DialoguePipeline) -> np.ndarray:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mmdialog.synth.scenes import Background, Scene, SceneObject
+from mmdialog.synth.scenes import COLOURS, RADIUS, Background, Scene, SceneObject
 
 MIN_SIZE, MAX_SIZE = 96, 128
 # Shapes are drawn at 4x and box-filtered down: smooth edges without the colour fringes of resampling the
@@ -87,3 +88,18 @@ def render_scene(scene: Scene, size: int = 112) -> Image.Image:
     for item in scene.objects:
         image.paste(item.rgb, (0, 0, size, size), _mask(item, size))
     return image
+
+
+PLAIN = Background("solid", (236, 236, 240), (236, 236, 240), "vertical", 0.0, 0)
+COLUMN_X = (0.17, 0.5, 0.83)
+
+
+def placed(colour: str, shape: str, column: int, y: float = 0.5, size: str = "large") -> SceneObject:
+    """An object of the world's vocabulary at the centre of its column (0 left, 1 middle, 2 right)."""
+    return SceneObject(colour, shape, size, column, COLUMN_X[column], y, RADIUS[size], COLOURS[colour])
+
+
+def draw(path: Path, *objects: SceneObject, background: Background = PLAIN) -> Path:
+    """A new picture in the world's style, saved as PNG: what a demo, a test or a benchmark shows the model."""
+    render_scene(Scene(tuple(objects), background)).save(path, format="PNG")
+    return path
