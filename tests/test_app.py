@@ -18,6 +18,7 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
+import torch
 from gradio_client import Client, handle_file
 from tests_support import circle_scene
 
@@ -149,3 +150,19 @@ def test_each_tab_s_speech_mode_and_voice_leave_the_others_alone(tmp_path_factor
     assert default.model.config.speech.mode == SpeechMode.both and default.speech_out is not None
     reply = quiet.respond(quiet.new_session(), text=QUESTION, image=circle_scene(tmp_path, "orange"))
     assert reply.text == "orange" and reply.audio is None
+
+
+def test_a_page_load_never_copies_the_model(server, monkeypatch):
+    """Gradio deep-copies component settings on every page load: nothing in them may hold the model."""
+    url, _ = server
+    copies = []
+    original = torch.nn.Parameter.__deepcopy__
+
+    def counting(self, memo):
+        copies.append(self.shape)
+        return original(self, memo)
+
+    monkeypatch.setattr(torch.nn.Parameter, "__deepcopy__", counting)
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        assert response.status == 200 and b"mmdialog" in response.read()
+    assert copies == []
