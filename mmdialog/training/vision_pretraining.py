@@ -78,8 +78,9 @@ def annotate(vision: VisionEncoder, scenes: list[dict], root: Path, vocab: dict[
 
 
 def patch_logits(vision: VisionEncoder, heads: nn.ModuleList, pixels: torch.Tensor) -> list[torch.Tensor]:
-    features = vision(pixels)  # (B, patches, hidden)
-    return [head(features) for head in heads]  # each (B, patches, values)
+    """Each head's (B, patches, values) logits, on the CPU; the images go to wherever the tower is."""
+    features = vision(pixels.to(next(vision.parameters()).device))  # (B, patches, hidden)
+    return [head(features).cpu() for head in heads]
 
 
 def patch_accuracy(vision: VisionEncoder, heads: nn.ModuleList, data: AnnotatedImages, names: list[str],
@@ -111,6 +112,7 @@ def pretrain_vision(vision: VisionEncoder, settings: VisionPretrainingSettings, 
     check = annotate(vision, held_out[:512], path.parent, vocab) if held_out else None
     generator = torch.Generator().manual_seed(seed)
     heads = nn.ModuleList(nn.Linear(vision.hidden_size, len(values)) for values in vocab.values())
+    heads.to(next(vision.parameters()).device)
     # Stage one trains the whole tower even when dialogue training will keep it frozen.
     flags = {name: p.requires_grad for name, p in vision.named_parameters()}
     vision.requires_grad_(True)
