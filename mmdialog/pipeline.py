@@ -35,7 +35,7 @@ NOT_HEARD = "Sorry, I didn't catch that. Could you say it again?"
 SOMETHING_WRONG = "Sorry, something went wrong with that turn. Please try again."
 
 
-class _Clock:
+class StageClock:
     """Stage timings in milliseconds, measured from the start of the turn."""
 
     def __init__(self):
@@ -94,7 +94,7 @@ class DialoguePipeline:
                audio: AudioInput | None = None, **generation) -> Iterator[Event]:
         """Events of one turn; bad input ends in an `error` event and leaves the session as it was."""
         with session.lock:
-            clock = _Clock()
+            clock = StageClock()
             try:
                 yield from self._turn(session, clock, text, image, audio, generation)
             except InputError as exc:
@@ -107,7 +107,7 @@ class DialoguePipeline:
                 yield Event("error", text=SOMETHING_WRONG,
                             reply=Reply(SOMETHING_WRONG, error="internal error", timings_ms=clock.timings))
 
-    def _listen(self, audio: AudioInput, clock: _Clock) -> tuple[np.ndarray | None, float]:
+    def _listen(self, audio: AudioInput, clock: StageClock) -> tuple[np.ndarray | None, float]:
         start = time.perf_counter()
         check_upload(audio, self.config.limits)
         samples = load_audio(audio)
@@ -115,7 +115,7 @@ class DialoguePipeline:
         clock.stage("audio_decode", start)
         return (None if is_silence(samples, self.config.limits) else samples), start
 
-    def _look(self, session: Session, image: ImageInput, clock: _Clock) -> Media:
+    def _look(self, session: Session, image: ImageInput, clock: StageClock) -> Media:
         start = time.perf_counter()
         check_upload(image, self.config.limits)
         picture = load_image(image)
@@ -129,7 +129,7 @@ class DialoguePipeline:
         clock.stage("vision_encode", start)
         return Media("image", features=features)
 
-    def _turn(self, session: Session, clock: _Clock, text, image, audio, generation) -> Iterator[Event]:
+    def _turn(self, session: Session, clock: StageClock, text, image, audio, generation) -> Iterator[Event]:
         limits, model = self.config.limits, self.model
         text = clean_text(text, limits)
         media: list[Media] = []
@@ -189,7 +189,7 @@ class DialoguePipeline:
         yield Event("done", reply=Reply(reply_text, transcript=transcript, timings_ms=clock.timings,
                                         sample_rate=self.speech_out.sample_rate if self.speech_out else 0))
 
-    def _speak(self, sentence: str, clock: _Clock) -> Iterator[Event]:
+    def _speak(self, sentence: str, clock: StageClock) -> Iterator[Event]:
         if self.speech_out is None:
             return
         start = time.perf_counter()
@@ -200,7 +200,7 @@ class DialoguePipeline:
             yield Event("audio", audio=chunk)
             start = time.perf_counter()
 
-    def _say(self, text: str, clock: _Clock, transcript: str | None) -> Iterator[Event]:
+    def _say(self, text: str, clock: StageClock, transcript: str | None) -> Iterator[Event]:
         """A fixed reply (no model call), spoken like any other."""
         yield Event("text", text=text)
         yield from self._speak(text, clock)

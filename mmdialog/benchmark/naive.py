@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 import whisper
 
 from encoders.audio_io import AudioInput, load_audio
 from encoders.image_io import ImageInput, load_image
 from mmdialog.dialogue import Media, Turn, build_model_input, with_markers
-from mmdialog.pipeline import DialoguePipeline
+from mmdialog.pipeline import DialoguePipeline, StageClock
 from mmdialog.settings import SpeechMode
 
 
@@ -34,20 +33,15 @@ class NaiveCascade:
     @torch.inference_mode()
     def respond(self, text: str = "", image: ImageInput | None = None, audio: AudioInput | None = None,
                 **generation) -> tuple[str, dict[str, float]]:
-        started = time.perf_counter()
-        timings: dict[str, float] = {}
-
-        def stage(name: str, since: float) -> float:
-            now = time.perf_counter()
-            timings[name] = round((now - since) * 1000.0, 2)
-            return now
-
+        clock = StageClock()
+        timings = clock.timings
         model, mode = self.model, self.model.config.speech.mode
         media: list[Media] = []
         if audio is not None:
-            clock = time.perf_counter()
+            start = time.perf_counter()
             samples = load_audio(audio)
-            clock = stage("audio_decode", clock)
+            clock.stage("audio_decode", start)
+            start = time.perf_counter()
             transcript = None
             if mode != SpeechMode.features:
                 with model.speech.decode_lock:  # transcribe() installs hooks on the shared model
@@ -55,13 +49,13 @@ class NaiveCascade:
                                                 language=model.config.speech.language)
                 transcript = str(result["text"]).strip()
             states = model.speech.fusion_states(model.speech.log_mel(samples).unsqueeze(0).to(model.device))[0]
-            stage("asr", clock)
+            clock.stage("asr", start)
             media.append(Media("audio", features=states.float(), transcript=transcript))
-        clock = time.perf_counter()
+        start = time.perf_counter()
         if image is not None:
             self.pictures.append(model.vision.preprocess([load_image(image)])[0])
         pictures = [model.vision(p.unsqueeze(0).to(model.device))[0] for p in self.pictures]
-        stage("vision_encode", clock)
+        clock.stage("vision_encode", start)
         # Every picture goes back in at its first turn, from features computed again just now.
         remaining = iter(pictures[:-1] if image is not None else pictures)
         for turn in self.history:
@@ -72,18 +66,18 @@ class NaiveCascade:
             media.insert(0, Media("image", features=pictures[-1]))
         turn = Turn("user", with_markers(text, media), media)
 
-        clock = time.perf_counter()
+        start = time.perf_counter()
         cfg = model.config
         item = build_model_input([*self.history, turn], model.tokenizer, cfg.dialogue, mode, model.soft_token_count)
         reply = model.generate([item], **generation)[0].strip()
-        clock = stage("generation", clock)
+        clock.stage("generation", start)
+        start = time.perf_counter()
         timings["first_token"] = timings["generation"]  # nothing is seen before the whole reply is written
         if self.speech_out is not None:
-            audio_out: np.ndarray = self.speech_out.speak_all(reply)
-            stage("tts_total", clock)
+            self.speech_out.speak_all(reply)  # all of it before any sound is played
+            clock.stage("tts_total", start)
             timings["first_audio_chunk"] = timings["tts_total"]  # one chunk: the whole reply
-            del audio_out
         self.history.extend([turn, Turn("assistant", reply)])
-        timings["total"] = round((time.perf_counter() - started) * 1000.0, 2)
+        clock.mark("total")
         timings["ttfa"] = timings["total"]  # the first sound comes with the last
         return reply, timings

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from encoders.audio_io import resample
 from mmdialog.pipeline import DialoguePipeline
 from mmdialog.synth.render import draw, placed
 
@@ -47,13 +48,7 @@ def _spoken(pipeline: DialoguePipeline) -> np.ndarray:
     if voice is None:
         t = np.arange(int(1.8 * RATE)) / RATE
         return (0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t)).astype(np.float32)
-    speech = voice.speak_all(QUESTION.capitalize())
-    if voice.sample_rate != RATE:
-        import torch
-        import torchaudio.functional as AF
-
-        speech = AF.resample(torch.from_numpy(speech), voice.sample_rate, RATE).numpy()
-    return speech.astype(np.float32)
+    return resample(voice.speak_all(QUESTION.capitalize()), voice.sample_rate, RATE).astype(np.float32)
 
 
 def _clip(speech: np.ndarray, seconds: float, folder: Path, name: str) -> str:
