@@ -12,20 +12,22 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, JpegImagePlugin
 
 from mmdialog.errors import InputError
+from mmdialog.settings import LimitSettings
 
 ImageInput = str | Path | bytes | np.ndarray | Image.Image
 
 # Larger photos are shrunk before any model sees them; vision towers work at 224-448 px anyway.
 MAX_SIDE = 2048
 
-# Pillow's bomb guard: Image.open refuses more than twice MAX_IMAGE_PIXELS (~179 MP) outright and only warns
-# above MAX_IMAGE_PIXELS (~89 MP); here that warning level is a hard limit on the pixels actually decoded.
-# JPEGs are decoded at reduced scale first (see draft below), so 108 MP phone photos still get through.
-# The fallback keeps the guard even if other code set Image.MAX_IMAGE_PIXELS = None.
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# Pillow's bomb guard stays on (Image.open refuses more than twice MAX_IMAGE_PIXELS outright); on top, the
+# pixels actually decoded are limited to `max_pixels` (the config's limits.max_image_pixels). JPEGs are
+# decoded at reduced scale (see draft below), so for them the limit applies to the reduced size: a
+# 20,000 x 20,000 photo decodes at 1/8 scale and is fine, a JPEG claiming 100,000 x 100,000 is not.
+MAX_PIXELS = LimitSettings.max_image_pixels
+_JPEG_MAGIC = b"\xff\xd8\xff"
 
 # Uploads are untrusted: only the common raster formats are decoded. This keeps out EPS (which Pillow hands
 # to Ghostscript) and rarely used, little-fuzzed decoders. JPEG also opens phones' multi-picture MPO files;
@@ -67,36 +69,45 @@ def _from_array(array: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(_to_uint8(array)))
 
 
-def _open(source: ImageInput, max_side: int) -> Image.Image:
-    if isinstance(source, Image.Image):
-        return source
-    if isinstance(source, np.ndarray):
-        return _from_array(source)
+def _read(source: str | Path | bytes | bytearray | memoryview) -> tuple[bytes, str]:
+    """The file's bytes and how to name it in a message."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         what = f"image file '{path.name}'"  # the name only: the server's folders are nobody's business
         if not path.is_file():
             raise InputError(f"{what} does not exist")
         try:
-            data = path.read_bytes()
+            return path.read_bytes(), what
         except OSError:  # no permission, a vanished network share, ...
             raise InputError(f"{what} cannot be read") from None
-    elif isinstance(source, (bytes, bytearray, memoryview)):
-        data, what = bytes(source), "the uploaded image"
-    else:
+    return bytes(source), "the uploaded image"
+
+
+def _open(source: ImageInput, max_side: int, max_pixels: int) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        return _from_array(source)
+    if not isinstance(source, (str, Path, bytes, bytearray, memoryview)):
         raise InputError(f"image of type {type(source).__name__} is not supported")
+    data, what = _read(source)
     if not data:
         raise InputError(f"{what} is empty")
     try:
-        image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
-        # JPEG can decode at 1/2, 1/4 or 1/8 scale: a 100 MP photo never needs its full-size pixels in memory.
-        image.draft(image.mode, (max_side, max_side))
-        if image.width * image.height > MAX_PIXELS:
+        if data.startswith(_JPEG_MAGIC):
+            # Opened by its own plugin, so the size that is checked is the one draft() will decode: JPEG can
+            # decode at 1/2, 1/4 or 1/8 scale and a huge photo never needs its full-size pixels in memory.
+            # (Image.open would refuse it on the full size before draft could help.)
+            image = JpegImagePlugin.jpeg_factory(io.BytesIO(data))
+            image.draft(image.mode, (max_side, max_side))
+        else:
+            image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
+        if image.width * image.height > max_pixels:
             raise Image.DecompressionBombError(f"{image.width}x{image.height}")
         image.load()
     except Image.DecompressionBombError:
         raise InputError(
-            f"{what} has too many pixels (over {MAX_PIXELS // 1_000_000} megapixels) and is refused as a possible "
+            f"{what} has too many pixels (over {max_pixels // 1_000_000} megapixels) and is refused as a possible "
             "decompression bomb; resize it and try again"
         ) from None
     except Exception:  # broken or hostile files raise all sorts (OSError, SyntaxError, struct.error, ...)
@@ -119,9 +130,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(source: ImageInput, max_side: int = MAX_SIDE) -> Image.Image:
-    """An upright RGB image no larger than `max_side`; unreadable input raises InputError."""
-    image = _open(source, max_side)
+def load_image(source: ImageInput, max_side: int = MAX_SIDE, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """An upright RGB image no larger than `max_side`; unreadable input, or more than `max_pixels` to decode,
+    raises InputError."""
+    image = _open(source, max_side, max_pixels)
     if getattr(image, "is_animated", False):
         image.seek(0)  # the first frame of a GIF / APNG / WebP animation stands for the whole
     with contextlib.suppress(Exception):  # a broken EXIF block must not lose an otherwise fine picture

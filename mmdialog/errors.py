@@ -22,6 +22,10 @@ class ModelNotAvailableError(MmdialogError):
 class InputError(MmdialogError):
     """An input (audio, image, text, data file) cannot be used; the message says why."""
 
+    def apology(self) -> str:
+        """What the person is told instead of an answer: one line."""
+        return f"Sorry: {self}."
+
 
 class CheckpointError(MmdialogError):
     """A saved model folder is missing a file, truncated or tampered with."""

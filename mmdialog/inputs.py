@@ -27,8 +27,15 @@ def clean_text(text: str | None, limits: LimitSettings) -> str:
     return " ".join(text.split())
 
 
+# A scheme such as http://, ftp://, file://, s3:// or a data: URI: a link to something, not a file we hold.
+_LINK = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]+://|data:)")
+
+
 def check_upload(source: object, limits: LimitSettings) -> None:
-    """Refuse files larger than the upload limit before reading them."""
+    """Refuse links (a turn's media are files the caller holds; fetching what a request names would let anyone
+    make the server reach into its network) and files larger than the upload limit, before reading them."""
+    if isinstance(source, str) and _LINK.match(source.strip()):
+        raise InputError("links are not fetched: send the file itself")
     size = None
     if isinstance(source, (bytes, bytearray)):
         size = len(source)

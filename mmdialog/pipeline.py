@@ -98,7 +98,7 @@ class DialoguePipeline:
             try:
                 yield from self._turn(session, clock, text, image, audio, generation)
             except InputError as exc:
-                message = f"Sorry: {exc}."
+                message = exc.apology()
                 clock.mark("total")
                 yield Event("error", text=message, reply=Reply(message, error=str(exc), timings_ms=clock.timings))
             except Exception:
@@ -118,7 +118,7 @@ class DialoguePipeline:
     def _look(self, session: Session, image: ImageInput, clock: StageClock) -> Media:
         start = time.perf_counter()
         check_upload(image, self.config.limits)
-        picture = load_image(image)
+        picture = load_image(image, max_pixels=self.config.limits.max_image_pixels)
         key = content_key(np.asarray(picture))
         features = session.image_features.get(key)
         if features is None:
