@@ -9,6 +9,7 @@ one gives its id to the other. Conversations unused for `API_IDLE_SECONDS` are c
 from __future__ import annotations
 
 from app.state import AppState, Conversation
+from mmdialog.errors import InputError
 
 API_IDLE_SECONDS = 30 * 60
 
@@ -24,12 +25,15 @@ class DialogueAPI:
         holds a friendly message).
 
         `image` and `audio` arrive as Gradio's file payloads, not preprocessed: gr.File's own preprocessing
-        (Gradio 6.31) leaves an empty temp file behind for every upload. Gradio has checked that each path is
-        an upload to this app either way."""
+        (Gradio 6.31) leaves an empty temp file behind for every upload. Unpreprocessed payloads are not checked
+        by Gradio (a script can name any path or link); `AppFiles.claim` refuses all but this app's uploads."""
         conversation = self._conversation(session_id)
         files = self.state.files
-        image_path = files.claim(conversation.id, image["path"]) if image else None
-        audio_path = files.claim(conversation.id, audio["path"]) if audio else None
+        try:
+            image_path = files.claim(conversation.id, _payload_path(image)) if image else None
+            audio_path = files.claim(conversation.id, _payload_path(audio)) if audio else None
+        except InputError as refused:
+            return refused.apology(), "", None, {}, conversation.id, str(refused)
         reply = self.state.pipelines.default.respond(conversation.session, text=text or None, image=image_path,
                                                      audio=audio_path)
         conversation.turns += 1
@@ -51,3 +55,11 @@ class DialogueAPI:
         conversations = self.state.api
         conversations.expire(API_IDLE_SECONDS)
         return (conversations.get(session_id) if session_id else None) or conversations.open()
+
+
+def _payload_path(payload: object) -> str:
+    """The path in a Gradio file payload ({"path": ..., "meta": ...}); anything else is no upload."""
+    path = payload.get("path") if isinstance(payload, dict) else None
+    if not isinstance(path, str) or not path:
+        raise InputError("a file must be sent as an upload (gradio_client's handle_file)")
+    return path

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from mmdialog.errors import InputError
+
 
 class AppFiles:
     def __init__(self, root: str | Path | None = None):
@@ -30,13 +32,17 @@ class AppFiles:
         return self.root / "conversations" / conversation_id
 
     def claim(self, conversation_id: str, path: str | Path | None) -> str | None:
-        """Record that a conversation holds an uploaded file; returns the path (None stays None)."""
+        """Record that a conversation holds an uploaded file; returns the path (None stays None).
+
+        Only files in this app's folder are ever opened: a request naming anything else (another folder, a
+        path that climbs out with `..`, a link) is refused here, whatever the layers in front checked."""
         if path is None:
             return None
         resolved = Path(path).resolve()
-        if resolved.is_relative_to(self.root):  # never take charge of a file the app did not receive
-            with self._lock:
-                self._holders.setdefault(resolved, set()).add(conversation_id)
+        if not resolved.is_relative_to(self.root) or resolved == self.root:
+            raise InputError("that file was not uploaded to this app; upload it again")
+        with self._lock:
+            self._holders.setdefault(resolved, set()).add(conversation_id)
         return str(path)
 
     def discard(self, path: str | Path | None) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import soundfile as sf
 
 from app.state import AppState, Conversation
+from mmdialog.errors import InputError
 
 # The outputs every handler here fills: chat, conversation, spoken reply, latency, then the three inputs
 # (text, picture, recording), which are emptied once a turn has taken them.
@@ -62,7 +63,12 @@ class ChatHandlers:
         finished sentence is spoken while the next is written."""
         conversation = conversation or self.state.browser.open()
         files = self.state.files
-        image, audio = files.claim(conversation.id, image), files.claim(conversation.id, audio)
+        try:
+            image, audio = files.claim(conversation.id, image), files.claim(conversation.id, audio)
+        except InputError as refused:
+            conversation.messages.append({"role": "assistant", "content": refused.apology()})
+            yield conversation.messages, conversation, gr.skip(), "", "", None, None
+            return
         text = (text or "").strip()
         question: list = [{"path": path} for path in (image, audio) if path] + ([text] if text else [])
         reply = {"role": "assistant", "content": ""}

@@ -8,6 +8,7 @@ import gradio as gr
 from app.api import DialogueAPI
 from app.handlers import ChatHandlers
 from app.state import AppState
+from app.uploads import uploads_only
 from mmdialog.pipeline import DialoguePipeline
 from mmdialog.settings import AppSettings, SpeechMode
 
@@ -64,10 +65,10 @@ def build_app(pipeline: DialoguePipeline, settings: AppSettings, kiosk: bool = F
                     send = gr.Button("Send", variant="primary", elem_id="send", scale=1)
                 latency = gr.Markdown(elem_id="latency")
             with gr.Column(scale=2):
-                image = gr.Image(type="filepath", image_mode=None, sources=["upload", "webcam"], label="Picture",
-                                 elem_id="image-in", height=220)
-                audio = gr.Audio(type="filepath", sources=["microphone", "upload"], label="Ask by voice",
-                                 elem_id="audio-in")
+                image = uploads_only(gr.Image(type="filepath", image_mode=None, sources=["upload", "webcam"],
+                                              label="Picture", elem_id="image-in", height=220))
+                audio = uploads_only(gr.Audio(type="filepath", sources=["microphone", "upload"], label="Ask by voice",
+                                              elem_id="audio-in"))
                 # streaming=True: each sentence goes to the browser as soon as it is spoken (HLS), autoplayed.
                 spoken = gr.Audio(label="Spoken reply", streaming=True, autoplay=True, interactive=False,
                                   elem_id="reply-audio")
@@ -109,7 +110,7 @@ def _api_endpoints(api: DialogueAPI) -> None:
     """`/turn` and `/reset` for gradio_client. Files go in as gr.File (no decoding here: the pipeline checks
     them and answers a bad one with a friendly message); the reply's audio comes back as a WAV file."""
     with gr.Column(visible=False):
-        inputs = [gr.Textbox(label="text"), gr.File(label="image"), gr.File(label="audio"),
+        inputs = [gr.Textbox(label="text"), uploads_only(gr.File(label="image")), uploads_only(gr.File(label="audio")),
                   gr.Textbox(label="session_id")]
         session_id = gr.Textbox(label="session_id")
         outputs = [gr.Textbox(label="reply"), gr.Textbox(label="transcript"), gr.Audio(type="filepath", label="audio"),
