@@ -66,3 +66,8 @@ def image_media(model: MultimodalDialogueModel, color=(255, 0, 0)) -> Media:
 
 def audio_media(model: MultimodalDialogueModel, seconds: float = 1.0, transcript: str = "hello") -> Media:
     return Media("audio", mel=model.speech.log_mel(make_tone(seconds)), transcript=transcript)
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--soak-turns", type=int, default=120,
+                     help="turns in the soak test (tests/test_soak.py); 500 for the full soak")
