@@ -8,6 +8,9 @@ one gives its id to the other. Conversations unused for `API_IDLE_SECONDS` are c
 
 from __future__ import annotations
 
+import gradio as gr
+
+from app.rate_limit import client_address
 from app.state import AppState, Conversation
 from mmdialog.errors import InputError
 
@@ -18,8 +21,8 @@ class DialogueAPI:
     def __init__(self, state: AppState):
         self.state = state
 
-    def turn(self, text: str | None, image: dict | None, audio: dict | None,
-             session_id: str | None) -> tuple[str, str, str | None, dict[str, float], str, str]:
+    def turn(self, text: str | None, image: dict | None, audio: dict | None, session_id: str | None,
+             request: gr.Request | None = None) -> tuple[str, str, str | None, dict[str, float], str, str]:
         """One whole turn: reply text, transcript ("" when none), the spoken reply as a WAV file (None without a
         voice), stage timings in ms, the conversation's id, and the error ("" when answered; the reply then
         holds a friendly message).
@@ -30,6 +33,7 @@ class DialogueAPI:
         conversation = self._conversation(session_id)
         files = self.state.files
         try:
+            self.state.rate_limiter.check(client_address(request))
             image_path = files.claim(conversation.id, _payload_path(image)) if image else None
             audio_path = files.claim(conversation.id, _payload_path(audio)) if audio else None
         except InputError as refused:

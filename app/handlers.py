@@ -13,6 +13,7 @@ import gradio as gr
 import numpy as np
 import soundfile as sf
 
+from app.rate_limit import client_address
 from app.state import AppState, Conversation
 from mmdialog.errors import InputError
 
@@ -58,12 +59,13 @@ class ChatHandlers:
 
     def turn(self, conversation: Conversation | None, text: str | None, image: str | None, audio: str | None,
              voice: bool = True, speech_mode: str | None = None, temperature: float | None = None,
-             max_new_tokens: float | None = None) -> Iterator[ChatOutputs]:
+             max_new_tokens: float | None = None, request: gr.Request | None = None) -> Iterator[ChatOutputs]:
         """One turn: the question goes into the chat at once, the reply streams in word by word, and each
         finished sentence is spoken while the next is written."""
         conversation = conversation or self.state.browser.open()
         files = self.state.files
         try:
+            self.state.rate_limiter.check(client_address(request))
             image, audio = files.claim(conversation.id, image), files.claim(conversation.id, audio)
         except InputError as refused:
             conversation.messages.append({"role": "assistant", "content": refused.apology()})

@@ -44,7 +44,9 @@ def serve(config: str | Path | None = None, overrides: Sequence[str] = (), kiosk
           host: str | None = None, port: int | None = None) -> None:
     """`mmdialog serve`: load the configured pipeline and serve it until interrupted."""
     from mmdialog.pipeline import DialoguePipeline
+    from mmdialog.turn_log import configure_logging
 
+    configure_logging()
     pipeline = DialoguePipeline.from_config(config, overrides)
     blocks = build_app(pipeline, pipeline.config.app, kiosk)
     url = start(blocks, host, port)

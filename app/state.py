@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from app.files import AppFiles
+from app.rate_limit import RateLimiter
 from mmdialog.pipeline import DialoguePipeline
 from mmdialog.session import Session
 from mmdialog.settings import AppSettings, SpeechMode
@@ -137,6 +138,7 @@ class AppState:
     files: AppFiles
     browser: Conversations
     api: Conversations
+    rate_limiter: RateLimiter
     started: float = field(default_factory=time.time)
 
     @classmethod
@@ -147,7 +149,7 @@ class AppState:
         os.environ["GRADIO_TEMP_DIR"] = str(files.root)
         greeting = [{"role": "assistant", "content": settings.welcome}] if kiosk and settings.welcome else []
         return cls(Pipelines(pipeline), settings, kiosk, files, Conversations(pipeline, files, greeting),
-                   Conversations(pipeline, files, []))
+                   Conversations(pipeline, files, []), RateLimiter(settings.rate_limit_per_minute))
 
     @property
     def model_name(self) -> str:

@@ -28,6 +28,7 @@ from mmdialog.errors import InputError
 from mmdialog.inputs import check_audio_length, check_upload, clean_text, is_silence
 from mmdialog.session import Event, Reply, Session, content_key
 from mmdialog.settings import MmdialogConfig, SpeechMode
+from mmdialog.turn_log import log_turn
 
 log = logging.getLogger("mmdialog.pipeline")
 
@@ -92,20 +93,33 @@ class DialoguePipeline:
 
     def stream(self, session: Session, text: str | None = None, image: ImageInput | None = None,
                audio: AudioInput | None = None, **generation) -> Iterator[Event]:
-        """Events of one turn; bad input ends in an `error` event and leaves the session as it was."""
+        """Events of one turn; bad input ends in an `error` event and leaves the session as it was.
+        Every turn, however it ends (even abandoned by the caller), writes one line to the turn log."""
         with session.lock:
             clock = StageClock()
+            session.turns += 1
+            outcome, error_class, reply_text = "abandoned", None, None
             try:
-                yield from self._turn(session, clock, text, image, audio, generation)
+                for event in self._turn(session, clock, text, image, audio, generation):
+                    if event.kind == "done":
+                        reply_text = event.reply.text
+                        outcome = "not_heard" if reply_text == NOT_HEARD else "answered"
+                    yield event
             except InputError as exc:
+                outcome, error_class = "refused", type(exc).__name__
                 message = exc.apology()
                 clock.mark("total")
                 yield Event("error", text=message, reply=Reply(message, error=str(exc), timings_ms=clock.timings))
-            except Exception:
+            except Exception as exc:
+                outcome, error_class = "failed", type(exc).__name__
                 log.exception("turn failed in session %s", session.id)
                 clock.mark("total")
                 yield Event("error", text=SOMETHING_WRONG,
                             reply=Reply(SOMETHING_WRONG, error="internal error", timings_ms=clock.timings))
+            finally:
+                inputs = {"text_chars": len(text or ""), "image": image is not None, "audio": audio is not None}
+                said = {"text": text, "reply": reply_text} if self.config.runtime.log_user_text else None
+                log_turn(session.id, session.turns, outcome, error_class, clock.timings, inputs, said)
 
     def _listen(self, audio: AudioInput, clock: StageClock) -> tuple[np.ndarray | None, float]:
         start = time.perf_counter()

@@ -24,6 +24,7 @@ class Session:
     # (or discussed over several turns) never goes through the vision tower twice.
     image_features: dict[str, torch.Tensor] = field(default_factory=dict)
     media_count: int = 0
+    turns: int = 0  # turns asked for, answered or not (the turn log numbers them)
     # One turn at a time per session; different sessions run in parallel.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

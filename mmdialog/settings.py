@@ -179,6 +179,9 @@ class AppSettings:
     upload_dir: str | None = None  # uploads and spoken replies; empty: a fresh folder in the system temp dir
     auth_user: str | None = None  # with auth_password: a login is required (recommended beyond localhost)
     auth_password: str | None = None
+    # Turns per minute one client address may ask for (page and API together); 0: no limit. Recommended beyond
+    # localhost; a kiosk is one address, so leave it off there.
+    rate_limit_per_minute: int = 0
 
 
 class Schedule(str, enum.Enum):
@@ -241,6 +244,9 @@ class RuntimeSettings:
     precision: str = "auto"
     threads: int = 0  # 0: leave torch's default
     seed: int = 0
+    # The turn log (mmdialog/turn_log.py) records sizes and timings only; on, it also records what was typed
+    # and answered. Off by default: logs are kept and shipped in ways conversations must not be.
+    log_user_text: bool = False
 
 
 @dataclass
