@@ -42,7 +42,8 @@ class VisionEncoder(nn.Module):
     def _prune_after_feature_layer(self) -> None:
         """Drop the layers after the one whose features we use: they cost time and would never train."""
         total = getattr(self.tower.config, "num_hidden_layers", None)
-        if total is None:  # convolutional towers name their depth per stage
+        if total is None or self.settings.last_hidden_state:
+            # Convolutional towers name their depth per stage; the tower's own output needs every layer.
             return
         layer = self.settings.feature_layer
         keep = total + 1 + layer if layer < 0 else layer
@@ -59,8 +60,7 @@ class VisionEncoder(nn.Module):
         was_training = self.tower.training
         self.tower.eval()
         with torch.no_grad():
-            pixels = torch.zeros(1, 3, self.image_size, self.image_size)
-            hidden = self.tower(pixel_values=pixels, output_hidden_states=True).hidden_states[self.feature_index]
+            hidden = self._tower_features(torch.zeros(1, 3, self.image_size, self.image_size))
         self.tower.train(was_training)
         return hidden.shape[1], hidden.shape[2], hidden.shape[3]
 
@@ -105,11 +105,16 @@ class VisionEncoder(nn.Module):
         pil: list[Image.Image] = [load_image(image) for image in images]
         return self.processor(images=pil, return_tensors="pt")["pixel_values"]
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, N, hidden) patch features from the configured layer."""
+    def _tower_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The tower's output of the configured layer (or its own output), as it comes."""
         dtype = next(self.tower.parameters()).dtype
-        outputs = self.tower(pixel_values=pixel_values.to(dtype), output_hidden_states=True)
-        features = outputs.hidden_states[self.feature_index]
+        own_output = self.settings.last_hidden_state
+        outputs = self.tower(pixel_values=pixel_values.to(dtype), output_hidden_states=not own_output)
+        return outputs.last_hidden_state if own_output else outputs.hidden_states[self.feature_index]
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, N, hidden) patch features from the configured layer (or the tower's output)."""
+        features = self._tower_features(pixel_values)
         if self.is_feature_map:
             return with_grid_coordinates(features)
         # A CLS token sits in front of the patches in CLIP and ViT; SigLIP has none.

@@ -2,16 +2,19 @@
 
 One projector per modality: an MLP (one soft token per input frame/patch), a frame-stacking downsampler
 for speech (k consecutive frames concatenated, then an MLP: 50 Hz Whisper frames become 12.5 Hz tokens),
-and a learned-query resampler for images (a fixed number of tokens whatever the patch count).
+and a learned-query resampler for images (a fixed number of tokens whatever the patch count). A projector that
+only exists pretrained (BLIP-2's Q-Former, mmdialog/blip2.py) comes in ready-made instead of being built here.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from mmdialog.errors import ConfigError
 from mmdialog.settings import FusionSettings, ProjectorKind, ProjectorSettings
 
 
@@ -86,6 +89,9 @@ class ResamplerProjector(nn.Module):
 
 
 def build_projector(settings: ProjectorSettings, in_dim: int, out_dim: int) -> nn.Module:
+    if settings.kind == ProjectorKind.qformer:
+        raise ConfigError("the qformer projector comes trained with a BLIP-2 checkpoint and serves images only: "
+                          "set fusion.image.kind=qformer and vision.name / decoder.name to that checkpoint")
     if settings.kind == ProjectorKind.mlp:
         return MLPProjector(in_dim, out_dim, settings.hidden_mult)
     if settings.kind == ProjectorKind.framestack:
@@ -99,11 +105,15 @@ class Fusion(nn.Module):
 
     MODALITIES = ("image", "audio")
 
-    def __init__(self, settings: FusionSettings, image_dim: int, audio_dim: int, model_dim: int):
+    def __init__(self, settings: FusionSettings, image_dim: int, audio_dim: int, model_dim: int,
+                 pretrained: Mapping[str, nn.Module] | None = None):
+        """`pretrained`: ready-made projectors by modality (BLIP-2's Q-Former), used instead of building one."""
         super().__init__()
+        pretrained = pretrained or {}
+        dims = {"image": image_dim, "audio": audio_dim}
         self.projectors = nn.ModuleDict({
-            "image": build_projector(settings.image, image_dim, model_dim),
-            "audio": build_projector(settings.audio, audio_dim, model_dim),
+            m: pretrained[m] if m in pretrained else build_projector(getattr(settings, m), dims[m], model_dim)
+            for m in self.MODALITIES
         })
         self.modality_embeddings = (
             nn.ParameterDict({m: nn.Parameter(torch.zeros(model_dim)) for m in self.MODALITIES})

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -16,36 +16,54 @@ from mmdialog.dialogue import Media, ModelInput
 from mmdialog.errors import ModelNotAvailableError
 from mmdialog.freezing import apply_freeze_policy
 from mmdialog.fusion import Fusion
-from mmdialog.settings import Freeze, MmdialogConfig
+from mmdialog.settings import Freeze, FusionLayout, MmdialogConfig, ProjectorKind
 
 COMPONENTS = ("speech", "vision", "decoder")
 
 
-def load_components(config: MmdialogConfig) -> tuple[SpeechEncoder, VisionEncoder, Seq2SeqDecoder]:
-    """Load all three components, reporting every missing model at once (one sentence each)."""
-    loaders = {"speech": SpeechEncoder, "vision": VisionEncoder, "decoder": Seq2SeqDecoder}
-    loaded, problems = {}, []
-    for name, cls in loaders.items():
+class Components(NamedTuple):
+    """What a model is built from."""
+
+    speech: SpeechEncoder
+    vision: VisionEncoder
+    decoder: Seq2SeqDecoder
+    # Projectors that exist only trained and come with a component's checkpoint (BLIP-2's Q-Former), by modality.
+    projectors: Mapping[str, nn.Module] | None = None
+
+
+def load_components(config: MmdialogConfig) -> Components:
+    """Load all components, reporting every missing model at once (one sentence each)."""
+    loaders: list[Callable[[], dict[str, Any]]] = [lambda: {"speech": SpeechEncoder.from_settings(config.speech)}]
+    if config.fusion.image.kind == ProjectorKind.qformer:
+        # One BLIP-2 checkpoint holds the vision tower, the image projector and the decoder: loaded once.
+        from mmdialog.blip2 import load_blip2_parts
+
+        loaders.append(lambda: load_blip2_parts(config))
+    else:
+        loaders.append(lambda: {"vision": VisionEncoder.from_settings(config.vision)})
+        loaders.append(lambda: {"decoder": Seq2SeqDecoder.from_settings(config.decoder)})
+    parts, problems = {}, []
+    for load in loaders:
         try:
-            loaded[name] = cls.from_settings(getattr(config, name))
+            parts.update(load())
         except ModelNotAvailableError as exc:
             problems.extend(exc.problems)
     if problems:
         raise ModelNotAvailableError(problems)
-    return loaded["speech"], loaded["vision"], loaded["decoder"]
+    return Components(**parts)
 
 
 class MultimodalDialogueModel(nn.Module):
     """forward(inputs) -> loss, generate(inputs) -> replies; inputs are `ModelInput`s from the dialogue format."""
 
     def __init__(self, config: MmdialogConfig, speech: SpeechEncoder, vision: VisionEncoder,
-                 decoder: Seq2SeqDecoder):
+                 decoder: Seq2SeqDecoder, projectors: Mapping[str, nn.Module] | None = None):
         super().__init__()
         self.config = config
         self.speech = speech
         self.vision = vision
         self.decoder = decoder
-        self.fusion = Fusion(config.fusion, vision.hidden_size, speech.hidden_size, decoder.hidden_size)
+        self.fusion = Fusion(config.fusion, vision.hidden_size, speech.hidden_size, decoder.hidden_size, projectors)
         for name in COMPONENTS:
             settings = getattr(config, name)
             apply_freeze_policy(self.trainable_part(name), settings.freeze, settings.lora)
@@ -139,22 +157,30 @@ class MultimodalDialogueModel(nn.Module):
     # ---- text + soft tokens -> decoder inputs ---------------------------------------------------------
 
     def embed(self, inputs: Sequence[ModelInput]) -> tuple[torch.Tensor, torch.Tensor]:
-        """inputs_embeds (B, L, d) with soft tokens spliced in at the markers, and the attention mask."""
+        """inputs_embeds (B, L, d) with soft tokens spliced in at the markers, and the attention mask.
+
+        With `fusion.layout=blip2` images' soft tokens go in front of everything instead (their markers
+        vanish), which is where a BLIP-2 checkpoint's language model learned to read its query tokens.
+        """
         all_media = [m for item in inputs for m in item.media]
         soft = iter(self._soft_tokens(all_media))
         marker_ids = torch.tensor([self.decoder.image_token_id, self.decoder.audio_token_id], device=self.device)
         pad_id = self.tokenizer.pad_token_id
+        images_first = self.config.fusion.layout == FusionLayout.blip2
         sequences = []
         for item in inputs:
             ids = torch.tensor(item.input_ids, device=self.device)
             is_marker = torch.isin(ids, marker_ids)
             text = self.decoder.embed_tokens(ids.masked_fill(is_marker, pad_id))
-            pieces, start = [], 0
-            for position in is_marker.nonzero().flatten().tolist():
-                pieces.extend([text[start:position], next(soft).to(text.dtype)])
+            front, pieces, start = [], [], 0
+            # The dialogue format lists an input's media in the order of its markers.
+            for position, media in zip(is_marker.nonzero().flatten().tolist(), item.media, strict=True):
+                tokens = next(soft).to(text.dtype)
+                pieces.append(text[start:position])
+                (front if images_first and media.kind == "image" else pieces).append(tokens)
                 start = position + 1
             pieces.append(text[start:])
-            sequences.append(torch.cat(pieces))
+            sequences.append(torch.cat(front + pieces))
         length = max(s.shape[0] for s in sequences)
         embeds = sequences[0].new_zeros(len(sequences), length, sequences[0].shape[-1])
         mask = torch.zeros(len(sequences), length, dtype=torch.long, device=self.device)

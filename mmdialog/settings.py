@@ -31,6 +31,18 @@ class ProjectorKind(str, enum.Enum):
     mlp = "mlp"
     framestack = "framestack"
     resampler = "resampler"
+    # BLIP-2's Q-Former, query tokens and language projection (mmdialog/blip2.py). They only exist trained,
+    # so this kind takes the vision tower and the decoder from the same BLIP-2 checkpoint (`vision.name`).
+    qformer = "qformer"
+
+
+class FusionLayout(str, enum.Enum):
+    """Where soft tokens go in the decoder's input."""
+
+    markers = "markers"  # where the text's <image> / <audio> markers are
+    # Every image's soft tokens first, before all text and with no marker left, as BLIP-2 was trained
+    # (its query tokens precede the prompt); audio soft tokens stay at their markers.
+    blip2 = "blip2"
 
 
 @dataclass
@@ -67,6 +79,9 @@ class VisionSettings:
     image_size: int = 224
     # Which hidden layer's patch features feed the projector (-1 last, -2 the one before, as LLaVA does).
     feature_layer: int = -2
+    # Read the tower's own output (last_hidden_state) instead of `feature_layer`: in BLIP-2's vision model
+    # that is the last layer after post_layernorm, which is what its Q-Former was trained on.
+    last_hidden_state: bool = False
     drop_cls_token: bool = True
     freeze: Freeze = Freeze.frozen
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -107,6 +122,7 @@ class FusionSettings:
     )
     # A learned vector added to every soft token of a modality, so the decoder can tell them apart.
     modality_embeddings: bool = True
+    layout: FusionLayout = FusionLayout.markers
 
 
 @dataclass
