@@ -181,6 +181,21 @@ class LimitSettings:
 
 
 @dataclass
+class TurnTakingSettings:
+    """Hands-free listening (mmdialog/turn_taking.py): when a person has finished speaking, and barge-in."""
+
+    threshold: float = 0.5  # speech probability (Silero VAD) from which a 32 ms frame counts as speech
+    end_of_turn_ms: int = 600  # this long without speech ends the turn
+    min_speech_ms: int = 250  # less speech than this (a cough, a click, a door) is no turn
+    pre_roll_ms: int = 200  # audio kept from before the first speech frame: onsets are soft
+    # While the assistant speaks, its own voice comes back through the microphone (quieter, echo-cancelled
+    # by the browser). Only clearly louder, clearly voiced speech interrupts it:
+    barge_in_threshold: float = 0.8
+    barge_in_dbfs: float = -30.0
+    barge_in_ms: int = 300
+
+
+@dataclass
 class AppSettings:
     """The Gradio front end and kiosk mode."""
 
@@ -279,6 +294,7 @@ class MmdialogConfig:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     tts: TTSSettings = field(default_factory=TTSSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    turn_taking: TurnTakingSettings = field(default_factory=TurnTakingSettings)
     app: AppSettings = field(default_factory=AppSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
