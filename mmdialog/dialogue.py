@@ -38,6 +38,7 @@ class Turn:
     role: Literal["user", "assistant"]
     text: str
     media: list[Media] = field(default_factory=list)
+    interrupted: bool = False  # an assistant reply the person spoke over: `text` is what they heard
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -92,15 +93,18 @@ class DialoguePipeline:
         return reply
 
     def stream(self, session: Session, text: str | None = None, image: ImageInput | None = None,
-               audio: AudioInput | None = None, **generation) -> Iterator[Event]:
+               audio: AudioInput | None = None, interrupt: threading.Event | None = None,
+               **generation) -> Iterator[Event]:
         """Events of one turn; bad input ends in an `error` event and leaves the session as it was.
-        Every turn, however it ends (even abandoned by the caller), writes one line to the turn log."""
+        Every turn, however it ends (even abandoned by the caller), writes one line to the turn log.
+        Once `interrupt` is set (the person spoke over the reply), nothing more is written or spoken: the turn
+        ends with what it had, and the reply is marked interrupted."""
         with session.lock:
             clock = StageClock()
             session.turns += 1
             outcome, error_class, reply_text = "abandoned", None, None
             try:
-                for event in self._turn(session, clock, text, image, audio, generation):
+                for event in self._turn(session, clock, text, image, audio, generation, interrupt or threading.Event()):
                     if event.kind == "done":
                         reply_text = event.reply.text
                         outcome = "not_heard" if reply_text == NOT_HEARD else "answered"
@@ -143,7 +147,8 @@ class DialoguePipeline:
         clock.stage("vision_encode", start)
         return Media("image", features=features)
 
-    def _turn(self, session: Session, clock: StageClock, text, image, audio, generation) -> Iterator[Event]:
+    def _turn(self, session: Session, clock: StageClock, text, image, audio, generation,
+              interrupt: threading.Event) -> Iterator[Event]:
         limits, model = self.config.limits, self.model
         text = clean_text(text, limits)
         media: list[Media] = []
@@ -184,6 +189,8 @@ class DialoguePipeline:
         reply_text, pending = "", ""
         context = functools.partial(inference_context, self.config.runtime, self.device)
         for piece in model.decoder.stream(embeds, mask, context=context, **options):
+            if interrupt.is_set():
+                break
             clock.mark("first_token")
             reply_text += piece
             pending += piece
@@ -191,27 +198,29 @@ class DialoguePipeline:
             sentences = split_sentences(pending)
             if len(sentences) > 1:  # all but the last are finished: speak them now
                 for sentence in sentences[:-1]:
-                    yield from self._speak(sentence, clock)
+                    yield from self._speak(sentence, clock, interrupt)
                 pending = sentences[-1]
         clock.stage("generation", start)
         if pending.strip():
-            yield from self._speak(pending, clock)
+            yield from self._speak(pending, clock, interrupt)
         reply_text = reply_text.strip()
-        session.history.extend([turn, Turn("assistant", reply_text)])
+        session.history.extend([turn, Turn("assistant", reply_text, interrupted=interrupt.is_set())])
         session.media_count += len(media)
         clock.mark("total")
         yield Event("done", reply=Reply(reply_text, transcript=transcript, timings_ms=clock.timings,
-                                        sample_rate=self.speech_out.sample_rate if self.speech_out else 0))
+                                        sample_rate=self.speech_out.sample_rate if self.speech_out else 0,
+                                        interrupted=interrupt.is_set()))
 
-    def _speak(self, sentence: str, clock: StageClock) -> Iterator[Event]:
-        if self.speech_out is None:
+    def _speak(self, sentence: str, clock: StageClock, interrupt: threading.Event | None = None) -> Iterator[Event]:
+        """The sentence's audio chunks, each as an `audio` event that carries the sentence it speaks."""
+        if self.speech_out is None or (interrupt is not None and interrupt.is_set()):
             return
         start = time.perf_counter()
         for chunk in self.speech_out.speak(sentence):
             clock.timings.setdefault("first_audio_chunk", round(clock.since(start), 2))
             clock.mark("ttfa")
             clock.timings["tts_total"] = round(clock.timings.get("tts_total", 0.0) + clock.since(start), 2)
-            yield Event("audio", audio=chunk)
+            yield Event("audio", audio=chunk, text=sentence)
             start = time.perf_counter()
 
     def _say(self, text: str, clock: StageClock, transcript: str | None) -> Iterator[Event]:
