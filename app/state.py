@@ -14,12 +14,16 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from app.files import AppFiles
 from app.rate_limit import RateLimiter
 from mmdialog.pipeline import DialoguePipeline
 from mmdialog.session import Session
 from mmdialog.settings import AppSettings, SpeechMode
+
+if TYPE_CHECKING:
+    from app.live import Live
 
 
 @dataclass
@@ -30,6 +34,7 @@ class Conversation:
     messages: list[dict] = field(default_factory=list)  # the chat view: Gradio message dicts
     last_active: float = field(default_factory=time.monotonic)
     turns: int = 0
+    live: Live | None = None  # hands-free listening (app/live.py), made when the microphone first streams
 
     def touch(self) -> None:
         self.last_active = time.monotonic()
@@ -66,6 +71,8 @@ class Conversations:
     def reset(self, conversation: Conversation) -> None:
         """Forget the dialogue and delete its files; the conversation (and its id) goes on. A turn still
         running finishes first (it would write its question and answer into the history after the reset)."""
+        if conversation.live is not None:
+            conversation.live.stop()  # a hands-free reply stops talking, so the turn finishes at once
         with conversation.session.lock:
             conversation.session.reset()
         conversation.messages = self.greeting()
@@ -78,6 +85,8 @@ class Conversations:
             return
         with self._lock:
             self._open.pop(conversation.id, None)
+        if conversation.live is not None:
+            conversation.live.stop()
         self._files.release(conversation.id)
 
     def expire(self, idle_seconds: float) -> None:

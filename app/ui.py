@@ -7,6 +7,7 @@ import gradio as gr
 
 from app.api import DialogueAPI
 from app.handlers import ChatHandlers
+from app.live import LiveHandlers
 from app.state import AppState
 from app.uploads import uploads_only
 from mmdialog.pipeline import DialoguePipeline
@@ -22,6 +23,8 @@ KIOSK_CSS = """
 #chat [data-testid="status-tracker"] { font-size: 1.5rem; }
 footer { display: none !important; }
 """
+# Every page: components that must be rendered (to fire events) but not seen.
+PAGE_CSS = ".mmdialog-hidden { display: none !important; }"
 
 # The idle tick's `js` runs in the browser before the handler: it reports how long ago the visitor last
 # touched the screen or pressed a key (listeners installed on the first tick), as the handler's input.
@@ -67,8 +70,17 @@ def build_app(pipeline: DialoguePipeline, settings: AppSettings, kiosk: bool = F
             with gr.Column(scale=2):
                 image = uploads_only(gr.Image(type="filepath", image_mode=None, sources=["upload", "webcam"],
                                               label="Picture", elem_id="image-in", height=220))
+                hands_free_on = settings.hands_free if settings.hands_free is not None else kiosk
+                hands_free = gr.Checkbox(hands_free_on, label="Hands-free: just talk (tap Record once)",
+                                         elem_id="hands-free", visible=pipeline.speech_out is not None)
+                # Streams the microphone while on: the turn detector decides when a question is finished.
+                listen = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Listening",
+                                  elem_id="listen", visible=hands_free_on and pipeline.speech_out is not None)
                 audio = uploads_only(gr.Audio(type="filepath", sources=["microphone", "upload"], label="Ask by voice",
-                                              elem_id="audio-in"))
+                                              elem_id="audio-in", visible=not hands_free_on))
+                # Rendered but not shown: a hidden component would never fire its change event.
+                reply_trigger = gr.Textbox(elem_id="reply-trigger", elem_classes=["mmdialog-hidden"],
+                                           show_label=False, container=False)
                 # streaming=True: each sentence goes to the browser as soon as it is spoken (HLS), autoplayed.
                 spoken = gr.Audio(label="Spoken reply", streaming=True, autoplay=True, interactive=False,
                                   elem_id="reply-audio")
@@ -86,6 +98,15 @@ def build_app(pipeline: DialoguePipeline, settings: AppSettings, kiosk: bool = F
             tick = max(0.5, min(5.0, settings.kiosk_idle_seconds / 4))
             gr.Timer(tick).tick(chat.idle_tick, [conversation, idle, text, image, audio], outputs, js=IDLE_JS,
                                 api_name="page_idle", api_visibility="private", queue=False)
+        hands_free.change(lambda on: (gr.update(visible=on), gr.update(visible=not on)), hands_free,
+                          [listen, audio], queue=False, api_visibility="private")
+        # Not the model's queue: a chunk only runs the voice activity detector (the reply runs in a worker).
+        live = LiveHandlers(state)
+        listen.stream(live.listen, [conversation, listen, image], [chatbot, conversation, reply_trigger],
+                      stream_every=0.25, time_limit=None, concurrency_limit=None, api_name="page_listen",
+                      api_visibility="private", show_progress="hidden")
+        reply_trigger.change(live.play, conversation, [chatbot, spoken], concurrency_limit=None,
+                             api_name="page_play", api_visibility="private", show_progress="hidden")
         _api_endpoints(DialogueAPI(state))
     blocks.mmdialog_state = state
     return blocks

@@ -207,12 +207,21 @@ class AppSettings:
     title: str = "mmdialog"
     welcome: str = "Hello! Show me a picture, then ask me about it by voice or by typing."
     kiosk_idle_seconds: float = 90.0  # kiosk: after this long without input, the conversation resets
+    # Listen continuously after one tap (turn-taking settings: `turn_taking.*`); empty: on in kiosk mode only.
+    hands_free: bool | None = None
     upload_dir: str | None = None  # uploads and spoken replies; empty: a fresh folder in the system temp dir
     auth_user: str | None = None  # with auth_password: a login is required (recommended beyond localhost)
     auth_password: str | None = None
     # Turns per minute one client address may ask for (page and API together); 0: no limit. Recommended beyond
     # localhost; a kiosk is one address, so leave it off there.
     rate_limit_per_minute: int = 0
+
+
+class Objective(str, enum.Enum):
+    """What training minimises: cross-entropy on the data's replies, or DPO on preference pairs."""
+
+    sft = "sft"
+    dpo = "dpo"
 
 
 class Schedule(str, enum.Enum):
@@ -266,6 +275,14 @@ class TrainSettings:
     num_workers: int = 0
     seed: int = 0
     vision_pretraining: VisionPretrainingSettings = field(default_factory=VisionPretrainingSettings)
+    # dpo: `data` and `eval_data` hold preference pairs (mmdialog/data/format.py); see mmdialog/training/dpo.py.
+    objective: Objective = Objective.sft
+    dpo_beta: float = 0.1  # how far from the reference the policy may move: smaller, further
+    # The frozen reference model; empty: a copy of the model this run starts from (init_from, or the config's).
+    reference: str | None = None
+    # Adds this weight times the chosen reply's per-token NLL to the DPO loss, which keeps the chosen reply
+    # likely (DPO alone may lower both replies' likelihoods while it widens their gap).
+    dpo_sft_weight: float = 0.0
 
 
 @dataclass
