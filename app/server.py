@@ -10,7 +10,7 @@ import gradio as gr
 from fastapi.routing import APIRoute
 
 from app.state import AppState
-from app.ui import KIOSK_CSS, PAGE_CSS, build_app
+from app.ui import ECHO_CANCELLATION_HEAD, KIOSK_CSS, PAGE_CSS, build_app
 from mmdialog.errors import ConfigError
 
 
@@ -29,7 +29,7 @@ def start(blocks: gr.Blocks, host: str | None = None, port: int | None = None, q
         server_name=host or settings.host, server_port=port or settings.port, share=settings.share, auth=auth,
         max_file_size=int(state.pipelines.default.config.limits.max_upload_mb * 1024 * 1024),
         prevent_thread_lock=True, ssr_mode=False, quiet=quiet, footer_links=[] if state.kiosk else ["api"],
-        css=PAGE_CSS + (KIOSK_CSS if state.kiosk else ""), app_kwargs={"routes": [health]},
+        css=PAGE_CSS + (KIOSK_CSS if state.kiosk else ""), head=ECHO_CANCELLATION_HEAD, app_kwargs={"routes": [health]},
     )
     return url
 

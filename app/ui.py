@@ -26,6 +26,23 @@ footer { display: none !important; }
 # Every page: components that must be rendered (to fire events) but not seen.
 PAGE_CSS = ".mmdialog-hidden { display: none !important; }"
 
+# Hands-free listens while the reply plays: ask the browser explicitly for echo cancellation (and noise
+# suppression), so the assistant's own voice reaches the turn detector as little as possible. Gradio asks
+# for plain `{audio: true}`, which leaves it to each browser's defaults.
+ECHO_CANCELLATION_HEAD = """<script>
+(() => {
+  const devices = navigator.mediaDevices;
+  if (!devices || !devices.getUserMedia) return;
+  const original = devices.getUserMedia.bind(devices);
+  devices.getUserMedia = (constraints) => {
+    if (constraints && constraints.audio === true) {
+      constraints = {...constraints, audio: {echoCancellation: true, noiseSuppression: true, autoGainControl: true}};
+    }
+    return original(constraints);
+  };
+})();
+</script>"""
+
 # The idle tick's `js` runs in the browser before the handler: it reports how long ago the visitor last
 # touched the screen or pressed a key (listeners installed on the first tick), as the handler's input.
 IDLE_JS = """

@@ -45,4 +45,8 @@ def test_one_tap_then_a_spoken_question_is_answered_without_send(browser, pipeli
         page.wait_for_function("() => { const a = document.querySelector('#reply-audio audio');"
                                " return a && a.currentSrc && a.currentTime > 0; }")
         assert page.locator("#send").count() == 1  # there, and never pressed
+        # The microphone was asked for echo cancellation (the assistant's voice must not interrupt it).
+        settings = page.evaluate("() => navigator.mediaDevices.getUserMedia({audio: true})"
+                                 ".then(s => s.getAudioTracks()[0].getSettings())")
+        assert settings.get("echoCancellation") is True, settings
         page.close()
