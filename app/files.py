@@ -1,9 +1,9 @@
 """The folder the app owns: what browsers upload and the replies it speaks, deleted per conversation.
 
 Gradio stores an upload under `<root>/<sha256 of its bytes>/<name>`, so two people sending the same
-picture share one file: an upload is deleted only when no open conversation still holds it, and not while
-it is fresh: the same bytes may just have been uploaded again for a turn that has not claimed them yet
-(a kiosk's sample picture, a replayed question). Such files are deleted by a later release.
+picture share one file: an upload is deleted only when no open conversation still holds it. And not if the
+same bytes were uploaded again since it was last claimed (a kiosk's sample picture, a replayed question):
+that upload is on its way to a turn that has not claimed it yet; a later release deletes it once stale.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from mmdialog.errors import InputError
 
 
 class AppFiles:
-    # An unheld upload written less than this long ago may be on its way to a turn: it is kept until later.
+    # An upload uploaded again after its last claim is kept this long after that upload, for its turn.
     fresh_upload_seconds = 120.0
 
     def __init__(self, root: str | Path | None = None):
@@ -31,7 +31,8 @@ class AppFiles:
         self.root = (Path(tempfile.mkdtemp(prefix="mmdialog-app-")) if root is None else Path(root)).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._holders: dict[Path, set[str]] = {}
-        self._unheld: set[Path] = set()  # released uploads still to delete
+        self._claimed_at: dict[Path, float] = {}  # when each held upload was last claimed
+        self._unheld: set[Path] = set()  # released uploads uploaded again since: deleted once stale
         self._lock = threading.Lock()
 
     def conversation_dir(self, conversation_id: str) -> Path:
@@ -50,6 +51,7 @@ class AppFiles:
             raise InputError("that file was not uploaded to this app; upload it again")
         with self._lock:
             self._holders.setdefault(resolved, set()).add(conversation_id)
+            self._claimed_at[resolved] = time.time()
             self._unheld.discard(resolved)
         return str(path)
 
@@ -70,19 +72,19 @@ class AppFiles:
         return path
 
     def release(self, conversation_id: str) -> None:
-        """Delete a conversation's replies and every upload that no other conversation holds (once not fresh)."""
+        """Delete a conversation's replies and every upload that no other conversation holds (see above)."""
         shutil.rmtree(self.conversation_dir(conversation_id), ignore_errors=True)
         with self._lock:
             for path, holders in list(self._holders.items()):
                 holders.discard(conversation_id)
                 if not holders:
                     del self._holders[path]
-                    self._unheld.add(path)
-            deadline = time.time() - self.fresh_upload_seconds
-            for path in list(self._unheld):
-                with contextlib.suppress(OSError):
-                    if path.exists() and path.stat().st_mtime > deadline:
-                        continue
+                    if _modified(path) > self._claimed_at.pop(path, 0.0):
+                        self._unheld.add(path)
+                    else:
+                        self._delete_upload(path)
+            stale = time.time() - self.fresh_upload_seconds
+            for path in [p for p in self._unheld if _modified(p) < stale]:
                 self._unheld.discard(path)
                 self._delete_upload(path)
 
@@ -97,3 +99,11 @@ class AppFiles:
         if path.parent.parent == self.root:  # the per-content folder Gradio made for it, once empty
             with contextlib.suppress(OSError):
                 path.parent.rmdir()
+
+
+def _modified(path: Path) -> float:
+    """The file's modification time; 0 when it is gone (nothing left to keep)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
