@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from app.feedback import Exchange
 from app.rate_limit import client_address
 from app.state import AppState, Conversation
 from mmdialog.errors import InputError
@@ -42,6 +43,8 @@ class DialogueAPI:
                                                      audio=audio_path)
         conversation.turns += 1
         conversation.touch()
+        if not reply.error:
+            conversation.exchanges.append(Exchange(text or "", image_path, audio_path, reply.transcript, reply.text))
         spoken = None
         if reply.audio is not None and len(reply.audio):
             spoken = str(files.write_wav(conversation.id, f"reply-{conversation.turns}", reply.audio,

@@ -13,6 +13,7 @@ import gradio as gr
 import numpy as np
 import soundfile as sf
 
+from app.feedback import Exchange
 from app.rate_limit import client_address
 from app.state import AppState, Conversation
 from mmdialog.errors import InputError
@@ -93,6 +94,9 @@ class ChatHandlers:
             else:  # done or error: the final text (for an error, the friendly message) and the timings
                 reply["content"] = event.reply.text
                 latency = latency_text(event.reply.timings_ms)
+                if event.kind == "done":
+                    conversation.exchanges.append(Exchange(text, image, audio, event.reply.transcript,
+                                                           event.reply.text, conversation.position(reply)))
             yield conversation.messages, conversation, spoken, latency, skip, skip, skip
         conversation.turns += 1
         conversation.touch()

@@ -20,6 +20,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from app.feedback import Exchange
 from app.handlers import wav_bytes
 from app.rate_limit import client_address
 from app.state import AppState, Conversation
@@ -129,6 +130,7 @@ class LiveHandlers:
 
     def _speak_reply(self, conversation: Conversation, live: Live, turn: TurnEvent, question: dict,
                      reply: dict) -> None:
+        image = live.talk.image
         for event in live.talk.respond(turn):
             if event.kind == "transcript":
                 question["content"] = f"🎤 {event.text}"
@@ -138,6 +140,9 @@ class LiveHandlers:
                 live.audio.append(event.audio)
             elif event.reply is not None:  # done or error
                 reply["content"] = event.reply.text
+                if event.kind == "done" and event.reply.transcript:  # the question, as heard
+                    conversation.exchanges.append(Exchange(event.reply.transcript, image, None, None,
+                                                           event.reply.text, conversation.position(reply)))
         if live.talk.session.history and live.talk.session.history[-1].interrupted:
             reply["content"] = live.talk.session.history[-1].text + INTERRUPTED_MARK
         conversation.turns += 1

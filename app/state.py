@@ -16,8 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from app.feedback import Exchange, FeedbackStore
 from app.files import AppFiles
 from app.rate_limit import RateLimiter
+from mmdialog.errors import ConfigError
 from mmdialog.pipeline import DialoguePipeline
 from mmdialog.session import Session
 from mmdialog.settings import AppSettings, SpeechMode
@@ -35,9 +37,15 @@ class Conversation:
     last_active: float = field(default_factory=time.monotonic)
     turns: int = 0
     live: Live | None = None  # hands-free listening (app/live.py), made when the microphone first streams
+    exchanges: list[Exchange] = field(default_factory=list)  # the answered turns, for feedback
+    feedback_opt_out: bool = False
 
     def touch(self) -> None:
         self.last_active = time.monotonic()
+
+    def position(self, message: dict) -> int:
+        """Where this very message is in the chat (several may read the same, such as two "yes")."""
+        return next(i for i, m in enumerate(self.messages) if m is message)
 
     @property
     def busy(self) -> bool:
@@ -76,6 +84,7 @@ class Conversations:
         with conversation.session.lock:
             conversation.session.reset()
         conversation.messages = self.greeting()
+        conversation.exchanges = []
         conversation.turns = 0
         self._files.release(conversation.id)
         conversation.touch()
@@ -148,6 +157,7 @@ class AppState:
     browser: Conversations
     api: Conversations
     rate_limiter: RateLimiter
+    feedback: FeedbackStore | None = None  # None: feedback is off
     started: float = field(default_factory=time.time)
 
     @classmethod
@@ -157,8 +167,11 @@ class AppState:
         # It is process-wide, so one process serves one app at a time.
         os.environ["GRADIO_TEMP_DIR"] = str(files.root)
         greeting = [{"role": "assistant", "content": settings.welcome}] if kiosk and settings.welcome else []
+        if settings.feedback and not settings.feedback_dir:
+            raise ConfigError("app.feedback needs app.feedback_dir: the folder where ratings and suggestions are kept")
+        feedback = FeedbackStore(settings.feedback_dir) if settings.feedback else None
         return cls(Pipelines(pipeline), settings, kiosk, files, Conversations(pipeline, files, greeting),
-                   Conversations(pipeline, files, []), RateLimiter(settings.rate_limit_per_minute))
+                   Conversations(pipeline, files, []), RateLimiter(settings.rate_limit_per_minute), feedback)
 
     @property
     def model_name(self) -> str:

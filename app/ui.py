@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app.api import DialogueAPI
+from app.feedback_handlers import FeedbackHandlers
 from app.handlers import ChatHandlers
 from app.live import LiveHandlers
 from app.state import AppState
@@ -77,7 +78,8 @@ def build_app(pipeline: DialoguePipeline, settings: AppSettings, kiosk: bool = F
                 # Kiosk: the chat takes the screen's height and scrolls inside; the page itself never scrolls.
                 chatbot = gr.Chatbot(state.browser.greeting(), elem_id="chat", show_label=False,
                                      height="calc(100vh - 200px)" if kiosk else 520, buttons=[] if kiosk else None,
-                                     placeholder=None if kiosk else settings.welcome, feedback_options=None,
+                                     placeholder=None if kiosk else settings.welcome,
+                                     feedback_options=("Like", "Dislike") if state.feedback else None,
                                      allow_file_downloads=not kiosk)
                 with gr.Row(equal_height=True):
                     text = gr.Textbox(placeholder="Type a question, or record one, then Send", show_label=False,
@@ -124,7 +126,11 @@ def build_app(pipeline: DialoguePipeline, settings: AppSettings, kiosk: bool = F
                       api_visibility="private", show_progress="hidden")
         reply_trigger.change(live.play, conversation, [chatbot, spoken], concurrency_limit=None,
                              api_name="page_play", api_visibility="private", show_progress="hidden")
-        _api_endpoints(DialogueAPI(state))
+        feedback = FeedbackHandlers(state)
+        if state.feedback is not None:
+            chatbot.like(feedback.rate, conversation, None, api_visibility="private", queue=False)
+            _feedback_panel(feedback, conversation)
+        _api_endpoints(DialogueAPI(state), feedback)
     blocks.mmdialog_state = state
     return blocks
 
@@ -144,7 +150,23 @@ def _settings_panel(pipeline: DialoguePipeline) -> list[gr.components.Component]
     return [voice, mode, temperature, max_new_tokens]
 
 
-def _api_endpoints(api: DialogueAPI) -> None:
+def _feedback_panel(feedback: FeedbackHandlers, conversation: gr.State) -> None:
+    """The notice, the opt-out, and a box for a better answer to the last reply."""
+    with gr.Accordion("Feedback", open=False, elem_id="feedback"):
+        gr.Markdown("Your thumbs and suggested answers, with this conversation's pictures and recordings, are kept "
+                    "to improve the assistant. Untick the box to opt out: what you gave so far is deleted.")
+        keep = gr.Checkbox(True, label="Keep my feedback", elem_id="feedback-keep")
+        with gr.Row():
+            better = gr.Textbox(placeholder="A better answer to the last reply", show_label=False, scale=4,
+                                elem_id="feedback-text")
+            suggest = gr.Button("Suggest", scale=1, elem_id="feedback-send")
+        status = gr.Markdown(elem_id="feedback-status")
+    keep.change(feedback.opt_out, [conversation, keep], conversation, api_visibility="private", queue=False)
+    gr.on([suggest.click, better.submit], feedback.suggest, [conversation, better], [better, status],
+          api_visibility="private", queue=False)
+
+
+def _api_endpoints(api: DialogueAPI, feedback: FeedbackHandlers) -> None:
     """`/turn` and `/reset` for gradio_client. Files go in as gr.File (no decoding here: the pipeline checks
     them and answers a bad one with a friendly message); the reply's audio comes back as a WAV file."""
     with gr.Column(visible=False):
@@ -153,6 +175,9 @@ def _api_endpoints(api: DialogueAPI) -> None:
         session_id = gr.Textbox(label="session_id")
         outputs = [gr.Textbox(label="reply"), gr.Textbox(label="transcript"), gr.Audio(type="filepath", label="audio"),
                    gr.JSON(label="timings_ms"), session_id, gr.Textbox(label="error")]
+        rating, correction = gr.Textbox(label="rating"), gr.Textbox(label="correction")
+        status = gr.Textbox(label="status")
         trigger = gr.Button()
     trigger.click(api.turn, inputs, outputs, api_name="turn", concurrency_id="model", preprocess=False)
     trigger.click(api.reset, inputs[-1], session_id, api_name="reset")
+    trigger.click(feedback.api, [inputs[-1], rating, correction], status, api_name="feedback")

@@ -209,6 +209,10 @@ class AppSettings:
     kiosk_idle_seconds: float = 90.0  # kiosk: after this long without input, the conversation resets
     # Listen continuously after one tap (turn-taking settings: `turn_taking.*`); empty: on in kiosk mode only.
     hands_free: bool | None = None
+    # Thumbs up / down and suggested answers, kept as training data in `feedback_dir` (app/feedback.py). Off by
+    # default: when on, every visitor sees a notice and can opt out.
+    feedback: bool = False
+    feedback_dir: str | None = None
     upload_dir: str | None = None  # uploads and spoken replies; empty: a fresh folder in the system temp dir
     auth_user: str | None = None  # with auth_password: a login is required (recommended beyond localhost)
     auth_password: str | None = None

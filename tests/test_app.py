@@ -68,10 +68,10 @@ def turn(client: Client, text: str = "", image: Path | None = None, session_id: 
     return job.result(timeout=TIMEOUT)
 
 
-def test_only_turn_and_reset_are_public(server):
+def test_only_turn_reset_and_feedback_are_public(server):
     url, _ = server
     assert set(Client(url, verbose=False).view_api(print_info=False, return_format="dict")["named_endpoints"]) == {
-        "/turn", "/reset"}
+        "/turn", "/reset", "/feedback"}
 
 
 def test_parallel_clients_each_get_the_answer_for_their_own_picture(server, tmp_path):
