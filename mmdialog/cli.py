@@ -58,10 +58,10 @@ def info(config: ConfigOption = None, overrides: Overrides = None,
          as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
     """Load a configuration's model and show its components, sizes and what trains."""
     from mmdialog.config import config_to_dict, load_config
-    from mmdialog.model import MultimodalDialogueModel
+    from mmdialog.loading import load_model
 
-    cfg = load_config(config, overrides or [])
-    model = MultimodalDialogueModel.from_config(cfg)
+    model = load_model(load_config(config, overrides or []), overrides or [])
+    cfg = model.config  # a checkpoint's own architecture, with this config's run-time settings
     parts = {"speech": model.speech, "vision": model.vision, "fusion": model.fusion, "decoder": model.decoder}
     sizes = {}
     for name, module in parts.items():

@@ -10,7 +10,7 @@ from mmdialog.model import MultimodalDialogueModel
 from mmdialog.settings import MmdialogConfig
 
 # Sections a checkpoint does not fix: they are read at run time, never baked into weights.
-RUNTIME_SECTIONS = ("name", "dialogue", "generation", "tts", "limits", "app", "train", "runtime")
+RUNTIME_SECTIONS = ("name", "dialogue", "generation", "tts", "limits", "turn_taking", "app", "train", "runtime")
 # Speech settings that only change how the encoder is used, not what it is.
 RUNTIME_SPEECH_KEYS = ("mode", "min_window_seconds", "language", "max_transcript_tokens", "beam_size")
 

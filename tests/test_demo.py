@@ -94,3 +94,11 @@ def test_a_reduced_recipe_retrains_from_scratch(tmp_path: Path) -> None:
 REDUCED_STEPS = 500
 FLOOR_TYPED_IMAGE = 0.35
 FLOOR_TYPED = 0.8
+
+
+def test_info_shows_the_shipped_checkpoint_s_components() -> None:
+    result = subprocess.run([sys.executable, "-m", "mmdialog.cli", "info", "--json"], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    components = json.loads(result.stdout.strip().splitlines()[-1])["components"]
+    assert components["vision"]["parameters"] > 0 and components["fusion"]["trainable"] > 0
