@@ -29,6 +29,13 @@ QUESTIONS = ("what color is the circle?", "what do you see?", "is there a star?"
 CHUNK = SAMPLE_RATE // 4
 
 
+def last_loud_sample(audio: np.ndarray) -> int:
+    """Where the speech really ends: the end of the last 10 ms above -45 dBFS (the voice adds some silence)."""
+    windows = audio[: len(audio) // 160 * 160].reshape(-1, 160)
+    loud = np.flatnonzero(20 * np.log10(np.sqrt(np.mean(windows**2, axis=1)) + 1e-10) > -45)
+    return int((loud[-1] + 1) * 160)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None)
@@ -46,7 +53,7 @@ def main() -> None:
         speech = resample(voice.speak_all(QUESTIONS[index % len(QUESTIONS)]), voice.sample_rate, SAMPLE_RATE)
         stream = np.concatenate([np.zeros(SAMPLE_RATE // 2), speech, np.zeros(2 * SAMPLE_RATE)]).astype(np.float32)
         stream += rng.normal(0, 10 ** (-55 / 20), len(stream)).astype(np.float32)
-        speech_end = SAMPLE_RATE // 2 + len(speech)
+        speech_end = SAMPLE_RATE // 2 + last_loud_sample(speech)
         started, turn = time.monotonic(), None
         for offset in range(0, len(stream), CHUNK):  # a microphone: each chunk arrives once it is recorded
             time.sleep(max(0.0, started + (offset + CHUNK) / SAMPLE_RATE - time.monotonic()))
