@@ -12,6 +12,9 @@ audio. Each 32 ms frame gets a speech probability from the voice activity detect
   announced as `barge_in`: the front end stops playback, and the speech goes on into the next turn.
 
 Times are seconds from the start of the stream, counted in samples (not wall-clock), so they are exact.
+The detector's probability rises a little after a soft onset (an "s") and falls a little before a soft end,
+so the boundaries are then moved over the neighbouring frames that are still clearly above the room's noise
+floor (tracked on the frames without speech).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from mmdialog.settings import TurnTakingSettings
 
 FRAME_MS = 1000 * FRAME / SAMPLE_RATE
 _TAIL_FRAMES = 3  # a little silence after the last voiced frame, so the last word is not clipped
+_ABOVE_FLOOR_DB = 12.0  # a frame this far above the noise floor is still part of the speech at its edges
+_MAX_EDGE_FRAMES = 6  # and a boundary moves at most this far (about 200 ms)
 
 
 @dataclass
@@ -42,6 +47,7 @@ class TurnEvent:
 class _Candidate:
     onset: int  # frame index of the first voiced frame
     frames: list[np.ndarray] = field(default_factory=list)
+    loud: list[bool] = field(default_factory=list)  # per frame: clearly above the noise floor
     voiced: int = 0
     last_voiced: int = 0
     silent: int = 0  # voiceless frames since the last voiced one
@@ -62,8 +68,10 @@ class TurnDetector:
         self.assistant_speaking = False
         self._pending = np.zeros(0, dtype=np.float32)
         self._frame_index = 0
-        self._before: deque[np.ndarray] = deque(maxlen=max(1, round(self.settings.pre_roll_ms / FRAME_MS)))
+        self._before: deque[tuple[np.ndarray, bool]] = deque(
+            maxlen=max(1, round(self.settings.pre_roll_ms / FRAME_MS)))
         self._candidate: _Candidate | None = None
+        self._floor_db: float | None = None  # the room's noise level, from frames without speech
 
     @property
     def in_speech(self) -> bool:
@@ -83,25 +91,37 @@ class TurnDetector:
         frames, self._pending = self._pending[:whole].reshape(-1, FRAME), self._pending[whole:]
         return [event for frame in frames for event in self._frame(frame)]
 
-    def _is_voiced(self, frame: np.ndarray) -> bool:
+    def _is_voiced(self, frame: np.ndarray, level: float) -> bool:
         probability = self.vad(frame)
         if self.assistant_speaking:
             s = self.settings
-            return probability >= s.barge_in_threshold and frame_dbfs(frame) >= s.barge_in_dbfs
+            return probability >= s.barge_in_threshold and level >= s.barge_in_dbfs
         return probability >= self.settings.threshold
+
+    def _track_floor(self, level: float) -> None:
+        """Down at once, up slowly: a noise floor that a word's tail cannot drag up."""
+        floor = self._floor_db
+        self._floor_db = level if floor is None or level < floor else floor + 0.05 * (level - floor)
 
     def _frame(self, frame: np.ndarray) -> list[TurnEvent]:
         index = self._frame_index
         self._frame_index += 1
-        voiced = self._is_voiced(frame)
+        level = frame_dbfs(frame)
+        voiced = self._is_voiced(frame, level)
+        loud = self._floor_db is not None and level >= self._floor_db + _ABOVE_FLOOR_DB
         candidate = self._candidate
         if candidate is None:
             if not voiced:
-                self._before.append(frame)
+                self._track_floor(level)
+                self._before.append((frame, loud))
                 return []
-            candidate = self._candidate = _Candidate(onset=index, frames=list(self._before))
+            before = list(self._before)
+            onset = index - min(_trailing_true([was_loud for _, was_loud in before]), _MAX_EDGE_FRAMES)
+            candidate = self._candidate = _Candidate(onset=onset, frames=[f for f, _ in before],
+                                                     loud=[was_loud for _, was_loud in before])
             self._before.clear()
         candidate.frames.append(frame)
+        candidate.loud.append(loud)
         if voiced:
             candidate.voiced, candidate.last_voiced, candidate.silent = candidate.voiced + 1, index, 0
         else:
@@ -121,10 +141,29 @@ class TurnDetector:
         return events
 
     def _turn(self, candidate: _Candidate) -> TurnEvent:
-        keep = len(candidate.frames) - candidate.silent + min(candidate.silent, _TAIL_FRAMES)
-        return TurnEvent("turn", start=self._seconds(candidate.onset), end=self._seconds(candidate.last_voiced + 1),
+        # The end is where the sound stops: forward over loud frames after the last voiced one (a soft tail),
+        # or back over quiet frames the detector still called voice (its probability lags the sound).
+        voiced_end = len(candidate.loud) - candidate.silent  # frames up to the last voiced one
+        forward = min(_leading_true(candidate.loud[voiced_end:]), _MAX_EDGE_FRAMES)
+        back = 0 if forward else min(_trailing_true([not x for x in candidate.loud[:voiced_end]]), _MAX_EDGE_FRAMES)
+        end = candidate.last_voiced + 1 + forward - back
+        keep = voiced_end + min(candidate.silent, _TAIL_FRAMES + forward)
+        return TurnEvent("turn", start=self._seconds(candidate.onset), end=self._seconds(end),
                          audio=np.concatenate(candidate.frames[:keep]))
 
     @staticmethod
     def _seconds(frame_index: int) -> float:
         return frame_index * FRAME / SAMPLE_RATE
+
+
+def _leading_true(flags: list[bool]) -> int:
+    count = 0
+    for flag in flags:
+        if not flag:
+            break
+        count += 1
+    return count
+
+
+def _trailing_true(flags: list[bool]) -> int:
+    return _leading_true(flags[::-1])

@@ -70,8 +70,8 @@ def test_a_pause_shorter_than_the_threshold_does_not_split_a_turn():
 
 def test_the_pause_that_ends_a_turn_is_configurable():
     first, second = spoken("what color is the circle?"), spoken("and how many objects are there?")
-    stream = with_room_noise(np.concatenate([silence(0.3), first, silence(0.35), second, silence(1.0)]))
-    events = run(TurnDetector(TurnTakingSettings(end_of_turn_ms=250)), stream)
+    stream = with_room_noise(np.concatenate([silence(0.3), first, silence(0.45), second, silence(1.0)]))
+    events = run(TurnDetector(TurnTakingSettings(end_of_turn_ms=200)), stream)
     assert [e.kind for e in events].count("turn") == 2
 
 
