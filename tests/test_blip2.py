@@ -6,6 +6,8 @@ processor are built from transformers' classes and saved as a local checkpoint f
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import make_image
@@ -215,3 +217,30 @@ def test_a_checkpoint_that_is_not_blip2_with_t5_is_named(tmp_path):
     T5Config(d_model=8, num_layers=1, num_heads=1, d_kv=8, d_ff=8).save_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="is t5, not BLIP-2 with a T5 language model"):
         import_blip2(str(tmp_path), base_config())
+
+
+def test_imported_model_answers_through_the_cli_and_the_app(imported, tmp_path):
+    """The same commands and app as every other preset: a YAML with the saved model as `checkpoint`."""
+    import subprocess
+    import sys
+
+    from gradio_client import Client
+    from test_app import serving, turn
+
+    imported.save_pretrained(tmp_path / "model")
+    make_image((30, 60, 220)).save(tmp_path / "blue.png")
+    (tmp_path / "blip2-tiny.yaml").write_text(
+        "extends: tiny\ncheckpoint: ./model\nspeech: {mode: transcript}\ntts: {backend: none}\n"
+        "dialogue: {user_prefix: 'Question:', assistant_prefix: 'Answer:'}\n")
+    expected = DialoguePipeline(imported, None, imported.config).respond(
+        DialoguePipeline(imported, None, imported.config).new_session(), text="what is it?",
+        image=tmp_path / "blue.png").text
+    done = subprocess.run([sys.executable, "-m", "mmdialog.cli", "chat", "--config", str(tmp_path / "blip2-tiny.yaml"),
+                           "--text", "what is it?", "--image", str(tmp_path / "blue.png"), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["reply"] == expected
+    pipeline = DialoguePipeline.from_config(tmp_path / "blip2-tiny.yaml")
+    with serving(pipeline, tmp_path / "uploads") as (url, _):
+        reply, _, _, _, _, error = turn(Client(url, verbose=False), "what is it?", tmp_path / "blue.png")
+    assert (reply, error) == (expected, "")
