@@ -42,6 +42,8 @@ class QFormerProjector(nn.Module):
     the checkpoint's and a saved state dict loads straight back into a freshly imported one.
     """
 
+    trained_elsewhere = True  # fine-tuned at train.lr_full, as a pretrained component (training/optim.py)
+
     def __init__(self, qformer: nn.Module, query_tokens: nn.Parameter, language_projection: nn.Linear):
         super().__init__()
         self.qformer = qformer

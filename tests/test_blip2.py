@@ -244,3 +244,14 @@ def test_imported_model_answers_through_the_cli_and_the_app(imported, tmp_path):
     with serving(pipeline, tmp_path / "uploads") as (url, _):
         reply, _, _, _, _, error = turn(Client(url, verbose=False), "what is it?", tmp_path / "blue.png")
     assert (reply, error) == (expected, "")
+
+
+def test_the_pretrained_q_former_trains_at_the_full_rate_and_a_new_projector_at_its_own(imported):
+    from mmdialog.settings import TrainSettings
+    from mmdialog.training.optim import parameter_groups
+
+    settings = TrainSettings(lr_projector=1e-3, lr_full=1e-5)
+    rate_of = {id(p): group["lr"] for group in parameter_groups(imported, settings) for p in group["params"]}
+    qformer, speech = imported.fusion.projectors["image"], imported.fusion.projectors["audio"]
+    assert {rate_of[id(p)] for p in qformer.parameters() if p.requires_grad} == {1e-5}
+    assert {rate_of[id(p)] for p in speech.parameters()} == {1e-3}

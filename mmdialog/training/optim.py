@@ -26,10 +26,15 @@ def _decays(name: str, param: nn.Parameter) -> bool:
 
 def parameter_groups(model: nn.Module, settings: TrainSettings) -> list[dict]:
     rates = {"projector": settings.lr_projector, "lora": settings.lr_lora, "full": settings.lr_full}
+    # A projector that came trained (BLIP-2's Q-Former) is fine-tuned like a trained component, not at the
+    # rate that fits a new projector (which would wreck it in a few steps).
+    trained_elsewhere = {id(p) for m in model.modules() if getattr(m, "trained_elsewhere", False)
+                         for p in m.parameters()}
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            groups.setdefault((parameter_kind(name), _decays(name, param)), []).append(param)
+            kind = "full" if id(param) in trained_elsewhere else parameter_kind(name)
+            groups.setdefault((kind, _decays(name, param)), []).append(param)
     return [
         {"params": params, "lr": rates[kind], "weight_decay": settings.weight_decay if decays else 0.0,
          "name": f"{kind}{'' if decays else '/no-decay'}"}
