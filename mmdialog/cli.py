@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from mmdialog.errors import MmdialogError
+from mmdialog.feedback.cli import feedback_app
 
 # Hub libraries and Gradio phone home from background threads; an assistant must not, unless asked.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -338,6 +339,7 @@ def _print_report(results: dict) -> None:
 
 data_app = typer.Typer(no_args_is_help=True, help="Check and convert training data.")
 app.add_typer(data_app, name="data")
+app.add_typer(feedback_app, name="feedback")
 
 
 @data_app.command("validate")

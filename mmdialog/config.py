@@ -131,7 +131,7 @@ def _to_config(merged: DictConfig) -> MmdialogConfig:
 
 _PATH_KEYS = ("checkpoint", "speech.name", "vision.name", "decoder.name", "decoder.tokenizer", "tts.voice",
               "tts.model_config", "tts.model_checkpoint", "train.data", "train.eval_data", "train.init_from",
-              "train.output_dir", "train.vision_pretraining.scenes")
+              "train.output_dir", "train.vision_pretraining.scenes", "train.reference")
 
 
 def _resolve_relative_paths(layer: DictConfig, folder: Path) -> None:

@@ -1,5 +1,6 @@
-"""Run by test_ddp.py, alone or under `accelerate launch`: trains the tiny model a few steps and writes
-which examples this process saw and the weights it ended with."""
+"""Run by test_ddp.py (and test_dpo.py), alone or under `accelerate launch`: trains the tiny model a few steps
+and writes which examples this process saw and the weights it ended with. Arguments after the step count
+are config overrides."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ from mmdialog.data.dataset import DialogueDataset
 from mmdialog.training.trainer import Trainer
 
 
-def main(data: str, output: str, batch_size: int, steps: int) -> None:
+def main(data: str, output: str, batch_size: int, steps: int, *overrides: str) -> None:
     cfg = load_config("tiny", [
         f"train.data={data}", f"train.output_dir={output}", f"train.batch_size={batch_size}",
         f"train.max_steps={steps}", "train.save_every=1000", "train.lr_projector=3e-3", "train.lr_full=3e-3",
         "speech.mode=features", "decoder.config.dropout_rate=0.0",
         # Some gradients are zero in exact arithmetic (attention key biases) and ~1e-10 of summation-order
         # noise in practice; Adam with eps 1e-8 would turn that noise into full-size steps of either sign.
-        "train.adam_eps=1e-6",
+        "train.adam_eps=1e-6", *overrides,
     ])
     seen: list[int] = []
     original = DialogueDataset.__getitem__
@@ -41,4 +42,4 @@ def main(data: str, output: str, batch_size: int, steps: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:])

@@ -33,7 +33,7 @@ def test_training_lowers_validation_loss_and_the_model_reloads(tmp_path, colour_
     cfg = tiny_training_config(tmp_path, train, f"train.eval_data={valid}", "train.max_steps=200",
                                "train.eval_every=25", "train.warmup_steps=10")
     trainer = Trainer(cfg)
-    before = trainer.evaluate()
+    before = trainer.evaluate()["loss"]
     result = trainer.train()
     after = result.best_eval_loss
     print(f"validation loss {before:.3f} -> {after:.3f}")

@@ -1,12 +1,14 @@
-"""Dialogues to training examples: one per assistant turn, its earlier turns as context."""
+"""Dialogues to training examples: one per assistant turn, its earlier turns as context; preference pairs to
+(chosen, rejected) examples that share one context."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from torch.utils.data import Dataset
 
-from mmdialog.data.format import DialogueRecord, TurnRecord
+from mmdialog.data.format import DialogueRecord, PreferenceRecord, TurnRecord
 from mmdialog.dialogue import Media, ModelInput, Turn, build_model_input, with_markers
 from mmdialog.media import MediaPreparer
 from mmdialog.settings import SpeechMode
@@ -22,12 +24,16 @@ class DialogueDataset(Dataset):
         self.speech_modes = list(speech_modes)
         self.model = model
         self.prepare = MediaPreparer(model)
-        self.examples = [(d, i) for d, dialogue in enumerate(self.dialogues)
-                         for i, turn in enumerate(dialogue.turns) if turn.role == "assistant" and i > 0]
+        self.examples = self._examples()
         # A media file is preprocessed once even when many examples of a dialogue reuse it. Only safe
         # while the encoders it feeds are frozen (features are cached with the audio); the preprocessed
         # pixels and mels themselves never change.
         self._cache: dict[str, Media] | None = {} if cache_media else None
+
+    def _examples(self) -> list[tuple[int, int]]:
+        """(dialogue, position of the target): the context is every turn before that position."""
+        return [(d, i) for d, dialogue in enumerate(self.dialogues)
+                for i, turn in enumerate(dialogue.turns) if turn.role == "assistant" and i > 0]
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -60,16 +66,42 @@ class DialogueDataset(Dataset):
         dialogue, target = self.examples[index]
         return self.dialogues[dialogue].turns[target].text
 
-    def __getitem__(self, index: int) -> ModelInput:
-        dialogue, target = self.examples[index]
-        turns = self.dialogues[dialogue].turns
-        history = [self._turn(t) for t in turns[:target]]
+    def _input(self, index: int, target: str) -> ModelInput:
+        """The example's context with `target` as the reply to learn."""
+        dialogue, end = self.examples[index]
+        history = [self._turn(t) for t in self.dialogues[dialogue].turns[:end]]
         cfg = self.model.config
         mode = self.speech_modes[index % len(self.speech_modes)] if self.speech_modes else cfg.speech.mode
         return build_model_input(history, self.model.tokenizer, cfg.dialogue, mode,
-                                 self.model.soft_token_count, target=turns[target].text)
+                                 self.model.soft_token_count, target=target)
+
+    def __getitem__(self, index: int) -> ModelInput:
+        return self._input(index, self.target_text(index))
 
 
-def collate(items: list[ModelInput]) -> list[ModelInput]:
-    """The model takes a list of ModelInputs: padding happens inside it, after soft tokens are spliced in."""
+class PreferencePair(NamedTuple):
+    chosen: ModelInput
+    rejected: ModelInput
+
+
+class PreferenceDataset(DialogueDataset):
+    """Item i is the i-th pair's context twice: with the chosen reply as labels, and with the rejected one
+    (same speech mode, same media objects)."""
+
+    dialogues: list[PreferenceRecord]
+
+    def _examples(self) -> list[tuple[int, int]]:
+        return [(d, len(dialogue.turns)) for d, dialogue in enumerate(self.dialogues)]
+
+    def target_text(self, index: int) -> str:
+        return self.dialogues[self.examples[index][0]].chosen
+
+    def __getitem__(self, index: int) -> PreferencePair:  # type: ignore[override]
+        record = self.dialogues[self.examples[index][0]]
+        return PreferencePair(self._input(index, record.chosen), self._input(index, record.rejected))
+
+
+def collate(items: list) -> list:
+    """The model takes a list of ModelInputs (or pairs of them): padding happens inside it, after soft tokens
+    are spliced in."""
     return items

@@ -10,7 +10,11 @@
 `images` and `audio` list a turn's media in the order of its `<image>` / `<audio>` markers (a turn whose
 text has no marker gets them in front). An audio item is a path or {"path", "transcript"}: a cached
 transcript saves running Whisper on it at training time. Every assistant turn is a training target
-with all earlier turns as its context.
+with all earlier turns as its context. Top-level keys other than `id`, `turns` and `meta` are ignored, so
+feedback records (`"feedback": {"rating": ..., "correction": ...}`, mmdialog/feedback/) read as dialogues.
+
+Preference pairs (for `train.objective=dpo`) are the same, except that `turns` end with the user turn both
+replies answer, and two top-level keys hold the replies: `"chosen": "The circle is red.", "rejected": "red"`.
 
 Validation reads every line before training starts and names the file and line of each problem.
 """
@@ -18,8 +22,10 @@ Validation reads every line before training starts and names the file and line o
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import soundfile as sf
 
@@ -49,6 +55,26 @@ class DialogueRecord:
     turns: list[TurnRecord]
     source: str  # "file:line", for messages
     meta: dict = field(default_factory=dict)  # free-form tags (task family, input form, ...) for evaluation
+
+    @property
+    def targets(self) -> int:
+        """Training examples this record gives: its assistant turns after the first turn."""
+        return sum(1 for i, t in enumerate(self.turns) if t.role == "assistant" and i > 0)
+
+
+@dataclass
+class PreferenceRecord(DialogueRecord):
+    """A context (ending with a user turn) and two replies to it, the better one `chosen`."""
+
+    chosen: str = ""
+    rejected: str = ""
+
+    @property
+    def targets(self) -> int:
+        return 1
+
+
+Record = TypeVar("Record", bound=DialogueRecord)
 
 
 class DataError(InputError):
@@ -134,23 +160,57 @@ def _parse_turn(raw: object, folder: Path, check_media: bool) -> TurnRecord:
     return TurnRecord(role, text, images, audio)
 
 
-def parse_dialogue(raw: object, folder: Path, source: str, check_media: bool = True) -> DialogueRecord:
+def _parse_turns(raw: object, folder: Path, check_media: bool) -> tuple[dict, list[TurnRecord], dict]:
+    """The line as an object, its parsed turns and its `meta`."""
     if not isinstance(raw, dict):
         raise ValueError("a line must be a JSON object with 'turns'")
     turns_raw = raw.get("turns")
     if not isinstance(turns_raw, list) or not turns_raw:
         raise ValueError("the dialogue is empty (no 'turns')")
-    turns = [_parse_turn(t, folder, check_media) for t in turns_raw]
-    if not any(t.role == "assistant" for t in turns[1:]):
-        raise ValueError("the dialogue has no assistant turn after a user turn (nothing to learn)")
     meta = raw.get("meta", {})
-    return DialogueRecord(str(raw.get("id", source)), turns, source, meta if isinstance(meta, dict) else {})
+    return raw, [_parse_turn(t, folder, check_media) for t in turns_raw], meta if isinstance(meta, dict) else {}
+
+
+def parse_dialogue(raw: object, folder: Path, source: str, check_media: bool = True) -> DialogueRecord:
+    data, turns, meta = _parse_turns(raw, folder, check_media)
+    if not any(t.role == "assistant" for t in turns[1:]):
+        if "chosen" in data:
+            raise ValueError("this is a preference pair, not a dialogue: train on it with train.objective=dpo")
+        raise ValueError("the dialogue has no assistant turn after a user turn (nothing to learn)")
+    return DialogueRecord(str(data.get("id", source)), turns, source, meta)
+
+
+def parse_preference(raw: object, folder: Path, source: str, check_media: bool = True) -> PreferenceRecord:
+    data, turns, meta = _parse_turns(raw, folder, check_media)
+    if turns[-1].role != "user":
+        raise ValueError("a preference pair's turns must end with the user turn that 'chosen' and 'rejected' answer"
+                         + (" (this looks like a dialogue: train on it with train.objective=sft)"
+                            if "chosen" not in data else ""))
+    chosen, rejected = data.get("chosen"), data.get("rejected")
+    if not (isinstance(chosen, str) and chosen.strip() and isinstance(rejected, str) and rejected.strip()):
+        raise ValueError("a preference pair needs 'chosen' and 'rejected' replies (non-empty strings)")
+    if chosen == rejected:
+        raise ValueError("'chosen' and 'rejected' are the same reply: there is nothing to prefer")
+    return PreferenceRecord(str(data.get("id", source)), turns, source, meta, chosen=chosen, rejected=rejected)
 
 
 def load_dialogues(path: str | Path, skip_bad: bool = False, check_media: bool = True
                    ) -> tuple[list[DialogueRecord], LoadReport]:
     """Read and validate a JSONL file. Bad lines raise DataError listing all of them, or with
     `skip_bad` are skipped and counted in the report."""
+    return load_records(path, parse_dialogue, skip_bad, check_media)
+
+
+def load_preferences(path: str | Path, skip_bad: bool = False, check_media: bool = True
+                     ) -> tuple[list[PreferenceRecord], LoadReport]:
+    """Read and validate a JSONL file of preference pairs, as `load_dialogues` does dialogues."""
+    return load_records(path, parse_preference, skip_bad, check_media)
+
+
+def load_records(path: str | Path, parse: Callable[[object, Path, str, bool], Record], skip_bad: bool = False,
+                 check_media: bool = True) -> tuple[list[Record], LoadReport]:
+    """Every line of a JSONL file through `parse(raw, folder, "file:line", check_media)`, which raises
+    ValueError with what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise DataError([f"{path}: the data file does not exist"])
@@ -162,7 +222,7 @@ def load_dialogues(path: str | Path, skip_bad: bool = False, check_media: bool =
                 continue
             source = f"{path.name}:{number}"
             try:
-                record = parse_dialogue(json.loads(line), folder, source, check_media)
+                record = parse(json.loads(line), folder, source, check_media)
             except json.JSONDecodeError as exc:
                 report.problems.append(f"{source}: not valid JSON ({exc.msg})")
                 continue
@@ -170,7 +230,7 @@ def load_dialogues(path: str | Path, skip_bad: bool = False, check_media: bool =
                 report.problems.append(f"{source}: {exc}")
                 continue
             dialogues.append(record)
-            report.targets += sum(1 for i, t in enumerate(record.turns) if t.role == "assistant" and i > 0)
+            report.targets += record.targets
     report.dialogues = len(dialogues)
     if report.problems and not skip_bad:
         raise DataError(report.problems)

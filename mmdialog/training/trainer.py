@@ -1,29 +1,32 @@
 """The training loop, on accelerate: the same code on one CPU, one GPU, DDP, FSDP or DeepSpeed.
 
 Launch with `mmdialog train --config C` (one process) or `accelerate launch -m mmdialog.cli train ...`.
-The loss is the cross-entropy per assistant token over the whole global batch: each process sums its
-tokens' losses and divides by the token count of all processes together, so N processes with batch B
-compute exactly what one process with batch N*B computes.
+What is minimised is the objective's (`train.objective`): supervised, the cross-entropy per assistant token
+over the whole global batch; dpo, the DPO loss per preference pair (mmdialog/training/dpo.py). Either way
+each process sums its examples' losses and divides by the count of all processes together, so N processes
+with batch B compute exactly what one process with batch N*B computes.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mmdialog.data.dataset import DialogueDataset, collate
-from mmdialog.data.format import LoadReport, load_dialogues
+from mmdialog.data.format import DialogueRecord, LoadReport, load_dialogues
 from mmdialog.device import configure_threads
 from mmdialog.model import MultimodalDialogueModel
-from mmdialog.settings import MmdialogConfig
+from mmdialog.settings import MmdialogConfig, Objective
 from mmdialog.training import checkpoints
 from mmdialog.training.checkpoints import TrainerState
 from mmdialog.training.optim import build_optimizer, build_scheduler
@@ -55,6 +58,14 @@ def build_model(config: MmdialogConfig) -> MultimodalDialogueModel:
     return MultimodalDialogueModel.from_config(config)
 
 
+def global_mean(summed: torch.Tensor, count: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
+    """This process's `summed` losses divided by the `count` of all processes together."""
+    global_count = accelerator.gather(count.detach().reshape(1)).sum().clamp(min=1)
+    # DDP averages gradients over processes; multiplying back by their number makes the result the
+    # global mean however the examples are spread over processes.
+    return summed * accelerator.num_processes / global_count
+
+
 def token_loss(model, batch, accelerator: Accelerator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss to backpropagate, this process's summed loss, its token count)."""
     core = accelerator.unwrap_model(model)
@@ -62,10 +73,54 @@ def token_loss(model, batch, accelerator: Accelerator) -> tuple[torch.Tensor, to
     labels = core.labels(batch)
     summed = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
     tokens = (labels != -100).sum()
-    global_tokens = accelerator.gather(tokens.detach().reshape(1)).sum().clamp(min=1)
-    # DDP averages gradients over processes; multiplying back by their number makes the result the
-    # global per-token mean however the tokens are spread over processes.
-    return summed * accelerator.num_processes / global_tokens, summed.detach(), tokens
+    return global_mean(summed, tokens, accelerator), summed.detach(), tokens
+
+
+class TrainingObjective(Protocol):
+    """What a run reads and minimises. `loss` returns the loss to backpropagate and this process's sums of
+    what is logged, with the number of examples (or tokens) they sum over as `count`; `metrics` turns
+    sums gathered over steps or processes into the logged values, `loss` among them."""
+
+    def load(self, path: str | Path, skip_bad: bool) -> tuple[Sequence[DialogueRecord], LoadReport]: ...
+
+    def dataset(self, records: Sequence[DialogueRecord], model: MultimodalDialogueModel,
+                speech_modes: Sequence = ()) -> Dataset: ...
+
+    def loss(self, model, batch: list, accelerator: Accelerator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+    def metrics(self, sums: dict[str, float]) -> dict[str, float]: ...
+
+
+class Supervised:
+    """Cross-entropy of every assistant turn given its context (train.objective=sft)."""
+
+    def load(self, path: str | Path, skip_bad: bool) -> tuple[Sequence[DialogueRecord], LoadReport]:
+        return load_dialogues(path, skip_bad=skip_bad)
+
+    def dataset(self, records: Sequence[DialogueRecord], model: MultimodalDialogueModel,
+                speech_modes: Sequence = ()) -> Dataset:
+        return DialogueDataset(records, model, speech_modes=speech_modes)
+
+    def loss(self, model, batch: list, accelerator: Accelerator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss, summed, tokens = token_loss(model, batch, accelerator)
+        return loss, {"loss": summed, "count": tokens}
+
+    def metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        loss = sums["loss"] / max(sums["count"], 1)
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50))}
+
+
+def build_objective(config: MmdialogConfig, model: MultimodalDialogueModel,
+                    accelerator: Accelerator) -> TrainingObjective:
+    if config.train.objective == Objective.dpo:
+        from mmdialog.training.dpo import DirectPreference
+
+        return DirectPreference.for_training(config, model, accelerator)
+    return Supervised()
+
+
+def _summed(stats: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.stack([value.detach().float().reshape(()) for value in stats.values()])
 
 
 @dataclass
@@ -75,6 +130,7 @@ class TrainResult:
     best_eval_loss: float | None
     output_dir: Path
     data_report: LoadReport
+    final_train_metrics: dict[str, float] = field(default_factory=dict)  # of the last logged window
 
 
 class Trainer:
@@ -101,16 +157,17 @@ class Trainer:
         set_seed(settings.seed)
         configure_threads(config.runtime)
         model = build_model(config)
-        dialogues, self.data_report = load_dialogues(settings.data, skip_bad=settings.skip_bad)
-        train_set = DialogueDataset(dialogues, model, speech_modes=settings.speech_modes)
+        self.objective = build_objective(config, model, self.accelerator)
+        dialogues, self.data_report = self.objective.load(settings.data, settings.skip_bad)
+        train_set = self.objective.dataset(dialogues, model, speech_modes=settings.speech_modes)
         # The loader's own generator: creating an iterator must not draw from the global RNG, or a resumed
         # run's dropout masks would differ from an uninterrupted run's.
         loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, collate_fn=collate,
                             num_workers=settings.num_workers, generator=torch.Generator().manual_seed(settings.seed))
         self.eval_loader = None
         if settings.eval_data:
-            eval_dialogues, _ = load_dialogues(settings.eval_data, skip_bad=settings.skip_bad)
-            self.eval_loader = DataLoader(DialogueDataset(eval_dialogues, model), collate_fn=collate,
+            eval_dialogues, _ = self.objective.load(settings.eval_data, settings.skip_bad)
+            self.eval_loader = DataLoader(self.objective.dataset(eval_dialogues, model), collate_fn=collate,
                                           batch_size=settings.eval_batch_size)
         optimizer = build_optimizer(model, settings)
         micro_batches = math.ceil(len(train_set) / (settings.batch_size * self.accelerator.num_processes))
@@ -157,22 +214,25 @@ class Trainer:
     # ---- evaluation -----------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def evaluate(self) -> float:
+    def evaluate(self) -> dict[str, float]:
+        """The objective's metrics on eval_data (`loss` among them), over all processes."""
         self.model.eval()
-        total = torch.zeros(2, device=self.accelerator.device)
+        total, names = None, []
         for batch in self.eval_loader:
             with self.accelerator.autocast():
-                _, summed, tokens = token_loss(self.model, batch, self.accelerator)
-            total += torch.stack([summed.float(), tokens.float()])
+                _, stats = self.objective.loss(self.model, batch, self.accelerator)
+            names, summed = list(stats), _summed(stats)
+            total = summed if total is None else total + summed
+        assert total is not None, "eval_data gave no batch"
         total = self.accelerator.reduce(total, reduction="sum")
         self.model.train()
-        return (total[0] / total[1].clamp(min=1)).item()
+        return self.objective.metrics(dict(zip(names, total.tolist(), strict=True)))
 
-    def _after_evaluation(self, loss: float) -> bool:
+    def _after_evaluation(self, metrics: dict[str, float]) -> bool:
         """Track the best model; True when early stopping says to stop."""
-        state = self.state
+        state, loss = self.state, metrics["loss"]
         state.eval_losses.append((state.step, loss))
-        self.accelerator.log({"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50))}, step=state.step)
+        self.accelerator.log({f"eval/{name}": value for name, value in metrics.items()}, step=state.step)
         if state.best_eval_loss is None or loss < state.best_eval_loss:
             state.best_eval_loss, state.best_step = loss, state.step
             state.evaluations_without_improvement = 0
@@ -204,14 +264,16 @@ class Trainer:
         self.model.train()
         progress = tqdm(total=self.total_steps, initial=state.step, desc="training",
                         disable=not accelerator.is_local_main_process)
-        window_sum, window_tokens, stop = 0.0, 0, state.step >= self.total_steps
+        window: dict[str, float] = {}
+        last_metrics: dict[str, float] = {}
+        stop = state.step >= self.total_steps
         while not stop:
             self.loader.set_epoch(state.epoch)
             loader = (accelerator.skip_first_batches(self.loader, state.batches_in_epoch)
                       if state.batches_in_epoch else self.loader)
             for batch in loader:
                 with accelerator.accumulate(self.model):
-                    loss, summed, tokens = token_loss(self.model, batch, accelerator)
+                    loss, stats = self.objective.loss(self.model, batch, accelerator)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and settings.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(self.model.parameters(), settings.max_grad_norm)
@@ -220,19 +282,20 @@ class Trainer:
                         self.scheduler.step()
                     self.optimizer.zero_grad()
                 state.batches_in_epoch += 1
-                window_sum += summed.item()
-                window_tokens += int(tokens)
+                for name, value in zip(stats, _summed(stats).tolist(), strict=True):
+                    window[name] = window.get(name, 0.0) + value
                 if not accelerator.sync_gradients:
                     continue
                 state.step += 1
                 progress.update(1)
                 if state.step % settings.log_every == 0 or state.step == self.total_steps:
-                    mean = window_sum / max(window_tokens, 1)
-                    state.train_losses.append((state.step, mean))
-                    accelerator.log({"train/loss": mean, "train/lr": self.scheduler.get_last_lr()[0]},
-                                    step=state.step)
-                    progress.set_postfix(loss=f"{mean:.4f}")
-                    window_sum, window_tokens = 0.0, 0
+                    last_metrics = self.objective.metrics(window)
+                    state.train_losses.append((state.step, last_metrics["loss"]))
+                    accelerator.log({**{f"train/{name}": value for name, value in last_metrics.items()},
+                                     "train/lr": self.scheduler.get_last_lr()[0]}, step=state.step)
+                    progress.set_postfix({name: f"{value:.4f}" for name, value in last_metrics.items()
+                                          if name in ("loss", "accuracy")})
+                    window = {}
                 if self.eval_loader is not None and state.step % settings.eval_every == 0:
                     stop = self._after_evaluation(self.evaluate())
                 if state.step % settings.save_every == 0 or state.step >= self.total_steps or stop:
@@ -244,9 +307,9 @@ class Trainer:
                 state.epoch += 1
                 state.batches_in_epoch = 0
         progress.close()
-        return self._finish()
+        return self._finish(last_metrics)
 
-    def _finish(self) -> TrainResult:
+    def _finish(self, last_metrics: dict[str, float]) -> TrainResult:
         accelerator, state = self.accelerator, self.state
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
@@ -254,4 +317,4 @@ class Trainer:
             plot_losses(state.train_losses, state.eval_losses, self.output_dir / "loss.png")
         accelerator.end_training()
         final = state.train_losses[-1][1] if state.train_losses else None
-        return TrainResult(state.step, final, state.best_eval_loss, self.output_dir, self.data_report)
+        return TrainResult(state.step, final, state.best_eval_loss, self.output_dir, self.data_report, last_metrics)
