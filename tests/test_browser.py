@@ -196,3 +196,31 @@ def test_the_kiosk_starts_over_when_left_alone_and_deletes_the_visitor_s_files(b
         assert idle > 2.5, f"reset after {idle:.1f} s, before the 3 s idle timeout"
         assert [p for p in uploads.rglob("*") if p.is_file()] == []
         page.close()
+
+
+def test_a_thumb_down_and_a_better_answer_are_kept_and_opting_out_deletes_them(browser, pipeline, tmp_path):
+    import json
+
+    feedback = tmp_path / "feedback"
+    with serving(pipeline, tmp_path / "uploads", feedback=True, feedback_dir=str(feedback)) as (url, _):
+        page = open_page(browser, url)
+        page.locator("#image-in input[type=file]").set_input_files(circle_scene(tmp_path, "purple"))
+        page.locator("#image-in img").wait_for()
+        page.locator("#text-in textarea").fill(QUESTION)
+        send(page)
+        assert page.evaluate(ANSWERS) == ["purple"]
+        page.locator("#chat [data-testid=bot]").hover()
+        page.locator("#chat button[aria-label='Dislike']").first.click()
+        page.locator("#feedback").get_by_text("Feedback").first.click()  # open the panel
+        page.locator("#feedback-text textarea").fill("The circle is purple.")
+        page.locator("#feedback-send").click()
+        page.locator("#feedback-status", has_text="saved").wait_for()
+        (line,) = [json.loads(x) for x in (feedback / "feedback.jsonl").read_text().splitlines()]
+        assert line["feedback"] == {"rating": "down", "correction": "The circle is purple."}
+        assert [t["text"] for t in line["turns"]] == [QUESTION, "purple"]
+        page.locator("#feedback-keep input").uncheck()
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while (feedback / "feedback.jsonl").read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (feedback / "feedback.jsonl").read_text() == ""
+        page.close()
