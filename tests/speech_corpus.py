@@ -11,8 +11,12 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# The bound every Piper -> Whisper tiny.en check asserts (measured 0.040-0.053 on three renditions of SENTENCES).
-WER_BOUND = 0.06
+# Piper -> Whisper tiny.en word error rate, over ten renditions of SENTENCES (240 utterances; Piper samples noise,
+# so each rendition differs). Whisper's own 30 s window: measured 0.032-0.037, asserted <= 5%. The 5 s window
+# that serving uses for speed: measured 0.043-0.046, too close to 5% for a sample this size, so it is guarded
+# against regressions at 6%.
+WER_BOUND = 0.05
+WER_GUARD_5S_WINDOW = 0.06
 
 # Everyday questions and answers at a museum kiosk that sees (camera) and speaks; numbers as words.
 SENTENCES: list[str] = [

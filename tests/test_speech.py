@@ -6,7 +6,7 @@ import pytest
 import torch
 import whisper
 from conftest import make_tone
-from speech_corpus import WER_BOUND, normalize_text, word_error_rate
+from speech_corpus import WER_BOUND, WER_GUARD_5S_WINDOW, normalize_text, word_error_rate
 
 from encoders.speech import SpeechEncoder, _keep_words, repeated_tail
 from mmdialog.config import load_config
@@ -81,6 +81,5 @@ def test_bundled_whisper_transcribes_piper_speech(piper_sentences, window):
     hypotheses = [encoder.encode(clip)[1] for _, clip in piper_sentences]
     wer = word_error_rate([normalize_text(t) for t, _ in piper_sentences], [normalize_text(h) for h in hypotheses])
     print(f"WER with a {window:.0f} s window on {len(piper_sentences)} utterances: {wer:.3f}")
-    # Whisper tiny.en on this voice scores 0.040-0.053 over these 72 utterances from run to run (Piper samples
-    # noise): a 5% bound would fail about every other run, so this guards regressions at 6%.
-    assert wer <= WER_BOUND
+    # See speech_corpus: Whisper's 30 s window meets the 5% bound with room to spare; the 5 s window is guarded.
+    assert wer <= (WER_BOUND if window >= 30 else WER_GUARD_5S_WINDOW)
