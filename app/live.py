@@ -47,14 +47,6 @@ class Live:
         self.talk.interrupt()
 
 
-def pcm_to_float(samples: np.ndarray) -> np.ndarray:
-    """Gradio's microphone chunks are int16 (or already float); mono or (n, channels)."""
-    samples = np.asarray(samples)
-    if samples.dtype.kind == "i":
-        return samples.astype(np.float32) / float(np.iinfo(samples.dtype).max + 1)
-    return samples.astype(np.float32)
-
-
 class LiveHandlers:
     def __init__(self, state: AppState):
         self.state = state
@@ -76,7 +68,7 @@ class LiveHandlers:
         trigger = skip
         if chunk is not None:
             sample_rate, samples = chunk
-            for event in live.talk.listen(pcm_to_float(samples), sample_rate):
+            for event in live.talk.listen(samples, sample_rate):
                 if event.kind == "turn" and self._answer(conversation, live, event, client_address(request)):
                     live.replies += 1
                     trigger = f"{conversation.id}-{live.replies}"

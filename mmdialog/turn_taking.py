@@ -19,13 +19,14 @@ floor (tracked on the frames without speech).
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-from encoders.audio_io import resample
+from encoders.audio_io import resample, to_mono_float
 from encoders.vad import FRAME, SAMPLE_RATE, SileroVAD
 from mmdialog.settings import TurnTakingSettings
 
@@ -79,11 +80,11 @@ class TurnDetector:
         return self._candidate is not None and self._candidate.announced
 
     def feed(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[TurnEvent]:
-        """Take the next piece of the stream (any length, any rate, mono or (n, channels)); returns what it
-        completed, in order."""
-        samples = np.asarray(audio, dtype=np.float32)
-        if samples.ndim == 2:
-            samples = samples.mean(axis=1)
+        """Take the next piece of the stream (any length, any rate, int or float PCM, mono or (n, channels));
+        returns what it completed, in order."""
+        if np.size(audio) == 0:
+            return []
+        samples = to_mono_float(audio)  # int16 PCM from a browser, floats from a file, mono or not
         if sample_rate != SAMPLE_RATE:
             samples = resample(samples, sample_rate, SAMPLE_RATE)
         self._pending = np.concatenate([self._pending, samples])
@@ -157,12 +158,7 @@ class TurnDetector:
 
 
 def _leading_true(flags: list[bool]) -> int:
-    count = 0
-    for flag in flags:
-        if not flag:
-            break
-        count += 1
-    return count
+    return sum(1 for _ in itertools.takewhile(bool, flags))
 
 
 def _trailing_true(flags: list[bool]) -> int:
