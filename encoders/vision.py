@@ -13,6 +13,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from encoders.hub import load_or_explain
 from encoders.image_io import ImageInput, load_image
+from mmdialog.errors import ConfigError
 from mmdialog.settings import VisionSettings
 
 
@@ -31,13 +32,26 @@ class VisionEncoder(nn.Module):
         # Transformers give (B, N, hidden); convolutional towers (ResNet, ConvNeXt) give a (B, C, H, W) map,
         # read here as H*W patches that also carry their (x, y) place: a map's channels do not say where.
         self.is_feature_map = not hasattr(config, "hidden_size")
+        if settings.pooled_layers and not self.is_feature_map:
+            raise ConfigError("vision.pooled_layers works with convolutional towers (ResNet, ConvNeXt) only")
         if self.is_feature_map:
-            channels, height, width = self._probe_feature_map()
+            channels, height, width, self.pooled_channels = self._probe_feature_map()
             self.hidden_size: int = channels + 2
             self.num_patches = height * width
         else:
             self.hidden_size = config.hidden_size
             self.num_patches = (self.image_size // getattr(config, "patch_size", 16)) ** 2
+
+    def channel_groups(self) -> dict[str, slice]:
+        """Where each part of a patch's features lies: the chosen layer's channels, the pooled earlier
+        layers' (if any) and the grid coordinates (convolutional towers only)."""
+        if not self.is_feature_map:
+            return {"chosen": slice(0, self.hidden_size)}
+        chosen = self.hidden_size - 2 - self.pooled_channels
+        groups = {"chosen": slice(0, chosen), "coordinates": slice(self.hidden_size - 2, self.hidden_size)}
+        if self.pooled_channels:
+            groups["pooled"] = slice(chosen, chosen + self.pooled_channels)
+        return groups
 
     def _prune_after_feature_layer(self) -> None:
         """Drop the layers after the one whose features we use: they cost time and would never train."""
@@ -54,15 +68,20 @@ class VisionEncoder(nn.Module):
         self.tower.config.num_hidden_layers = keep
         self.feature_index = -1
 
-    def _probe_feature_map(self) -> tuple[int, int, int]:
-        """Channels and grid of a convolutional tower's chosen map, from one blank image in eval mode
-        (so batch-norm statistics stay untouched)."""
+    def _probe_feature_map(self) -> tuple[int, int, int, int]:
+        """Channels and grid of a convolutional tower's map (pooled layers included), and how many of the
+        channels come from the pooled layers; from one blank image in eval mode (batch-norm statistics stay)."""
         was_training = self.tower.training
         self.tower.eval()
         with torch.no_grad():
-            hidden = self._tower_features(torch.zeros(1, 3, self.image_size, self.image_size))
+            pixels = torch.zeros(1, 3, self.image_size, self.image_size)
+            hidden = self._tower_features(pixels)
+            pooled = 0
+            if self.settings.pooled_layers:
+                outputs = self.tower(pixel_values=pixels, output_hidden_states=True)
+                pooled = sum(outputs.hidden_states[i].shape[1] for i in self.settings.pooled_layers)
         self.tower.train(was_training)
-        return hidden.shape[1], hidden.shape[2], hidden.shape[3]
+        return hidden.shape[1], hidden.shape[2], hidden.shape[3], pooled
 
     def freeze_unreached_parameters(self) -> list[str]:
         """Freeze parameters that cannot affect the patch features (pooling heads, final norms).
@@ -110,7 +129,15 @@ class VisionEncoder(nn.Module):
         dtype = next(self.tower.parameters()).dtype
         own_output = self.settings.last_hidden_state
         outputs = self.tower(pixel_values=pixel_values.to(dtype), output_hidden_states=not own_output)
-        return outputs.last_hidden_state if own_output else outputs.hidden_states[self.feature_index]
+        if own_output:
+            return outputs.last_hidden_state
+        chosen = outputs.hidden_states[self.feature_index]
+        if not self.settings.pooled_layers:
+            return chosen
+        # Max, not mean: a small object's colour stays as strong as a large one's, whatever the background.
+        pooled = [nn.functional.adaptive_max_pool2d(outputs.hidden_states[i], chosen.shape[-2:])
+                  for i in self.settings.pooled_layers]
+        return torch.cat([chosen, *pooled], dim=1)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, N, hidden) patch features from the configured layer (or the tower's output)."""

@@ -82,6 +82,9 @@ class VisionSettings:
     # Read the tower's own output (last_hidden_state) instead of `feature_layer`: in BLIP-2's vision model
     # that is the last layer after post_layernorm, which is what its Q-Former was trained on.
     last_hidden_state: bool = False
+    # Convolutional towers only: earlier hidden layers whose maps, max-pooled down to the chosen layer's grid,
+    # join its channels. Early maps still hold each region's plain colours, which the last one mixes with shape.
+    pooled_layers: list[int] = field(default_factory=list)
     drop_cls_token: bool = True
     freeze: Freeze = Freeze.frozen
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -244,6 +247,12 @@ class VisionPretrainingSettings:
     batch_size: int = 64
     lr: float = 2e-3
     eval_split: str = "valid"  # scenes of this split measure the patch accuracy reported at the end
+    # Share of training images whose hues are turned at random (their colour labels unused), so that shape
+    # is learned apart from colour; 0 turns it off. Needs a "colour" attribute.
+    recolour: float = 0.0
+    # Attributes whose head reads only the channels of vision.pooled_layers; the other heads then read only the
+    # chosen layer's. ["colour"]: colours are named from a region's plain colours, never from its shape.
+    from_pooled_layers: list[str] = field(default_factory=list)
 
 
 @dataclass
