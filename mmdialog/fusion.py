@@ -19,18 +19,30 @@ from mmdialog.settings import FusionSettings, ProjectorKind, ProjectorSettings
 
 
 class MLPProjector(nn.Module):
-    """features (N, in) -> soft tokens (N, out): Linear, GELU, Linear, as LLaVA-1.5's projector."""
+    """features (N, in) -> soft tokens (N, out): Linear, GELU, Linear, as LLaVA-1.5's projector.
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_mult: int = 2):
+    `positions`: a learned embedding for each of that many patches, added to the soft token of the patch in
+    that place (the input must then always hold exactly that many). A small tower's features say where a
+    patch lies only in two coordinate channels among hundreds; the embedding makes it as plain as what it shows.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_mult: int = 2, positions: int = 0):
         super().__init__()
         hidden = out_dim * hidden_mult
         self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+        self.positions = nn.Parameter(torch.randn(positions, out_dim) * 0.02) if positions else None
 
     def output_length(self, input_length: int) -> int:
         return input_length
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(features)
+        tokens = self.net(features)
+        if self.positions is None:
+            return tokens
+        if tokens.shape[-2] != len(self.positions):
+            raise ConfigError(f"fusion.image.position_embeddings: the tower gave {tokens.shape[-2]} patches, "
+                              f"the projector was built for {len(self.positions)}")
+        return tokens + self.positions
 
 
 class FrameStackProjector(nn.Module):
@@ -88,12 +100,16 @@ class ResamplerProjector(nn.Module):
         return tokens if batched else tokens.squeeze(0)
 
 
-def build_projector(settings: ProjectorSettings, in_dim: int, out_dim: int) -> nn.Module:
+def build_projector(settings: ProjectorSettings, in_dim: int, out_dim: int, patches: int = 0) -> nn.Module:
+    """`patches`: how many feature vectors every input holds (an image tower's grid), for position embeddings;
+    0 where it varies (speech)."""
+    if settings.position_embeddings and (settings.kind != ProjectorKind.mlp or not patches):
+        raise ConfigError("fusion.*.position_embeddings works with the mlp image projector only")
     if settings.kind == ProjectorKind.qformer:
         raise ConfigError("the qformer projector comes trained with a BLIP-2 checkpoint and serves images only: "
                           "set fusion.image.kind=qformer and vision.name / decoder.name to that checkpoint")
     if settings.kind == ProjectorKind.mlp:
-        return MLPProjector(in_dim, out_dim, settings.hidden_mult)
+        return MLPProjector(in_dim, out_dim, settings.hidden_mult, patches if settings.position_embeddings else 0)
     if settings.kind == ProjectorKind.framestack:
         return FrameStackProjector(in_dim, out_dim, settings.stack, settings.hidden_mult)
     return ResamplerProjector(in_dim, out_dim, settings.num_tokens, settings.layers, settings.heads,
@@ -106,13 +122,16 @@ class Fusion(nn.Module):
     MODALITIES = ("image", "audio")
 
     def __init__(self, settings: FusionSettings, image_dim: int, audio_dim: int, model_dim: int,
-                 pretrained: Mapping[str, nn.Module] | None = None):
-        """`pretrained`: ready-made projectors by modality (BLIP-2's Q-Former), used instead of building one."""
+                 pretrained: Mapping[str, nn.Module] | None = None, image_patches: int = 0):
+        """`pretrained`: ready-made projectors by modality (BLIP-2's Q-Former), used instead of building one.
+        `image_patches`: how many patch features the vision tower gives per image."""
         super().__init__()
         pretrained = pretrained or {}
         dims = {"image": image_dim, "audio": audio_dim}
+        patches = {"image": image_patches, "audio": 0}
         self.projectors = nn.ModuleDict({
-            m: pretrained[m] if m in pretrained else build_projector(getattr(settings, m), dims[m], model_dim)
+            m: pretrained[m] if m in pretrained
+            else build_projector(getattr(settings, m), dims[m], model_dim, patches[m])
             for m in self.MODALITIES
         })
         self.modality_embeddings = (

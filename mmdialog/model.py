@@ -63,7 +63,8 @@ class MultimodalDialogueModel(nn.Module):
         self.speech = speech
         self.vision = vision
         self.decoder = decoder
-        self.fusion = Fusion(config.fusion, vision.hidden_size, speech.hidden_size, decoder.hidden_size, projectors)
+        self.fusion = Fusion(config.fusion, vision.hidden_size, speech.hidden_size, decoder.hidden_size, projectors,
+                             image_patches=vision.num_patches)
         for name in COMPONENTS:
             settings = getattr(config, name)
             apply_freeze_policy(self.trainable_part(name), settings.freeze, settings.lora)

@@ -113,6 +113,8 @@ class ProjectorSettings:
     num_tokens: int = 16
     layers: int = 1
     heads: int = 4
+    # mlp, images only: a learned embedding per patch position, added to that patch's soft token.
+    position_embeddings: bool = False
 
 
 @dataclass

@@ -152,3 +152,22 @@ def test_training_a_few_steps_fits_a_target():
         loss.backward()
         optimizer.step()
     assert loss.item() < first * 0.3
+
+
+def test_image_position_embeddings_tell_identical_patches_apart(tmp_path):
+    from mmdialog.errors import ConfigError
+    from mmdialog.fusion import build_projector
+    from mmdialog.settings import ProjectorSettings
+
+    model = build_tiny("fusion.image.kind=mlp", "fusion.image.position_embeddings=true")
+    patches = model.vision.num_patches
+    same = torch.ones(patches, model.vision.hidden_size)
+    tokens = model.fusion("image", same)
+    assert tokens.shape[0] == patches and not torch.allclose(tokens[0], tokens[1])
+    with pytest.raises(ConfigError, match="built for"):
+        model.fusion("image", same[:-1])
+    model.save_pretrained(tmp_path / "saved")
+    reloaded = MultimodalDialogueModel.from_pretrained(tmp_path / "saved")
+    assert torch.equal(reloaded.fusion("image", same), tokens)
+    with pytest.raises(ConfigError, match="mlp image projector only"):
+        build_projector(ProjectorSettings(kind="framestack", position_embeddings=True), 8, 8)
