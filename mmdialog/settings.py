@@ -289,6 +289,9 @@ class TrainSettings:
     speech_modes: list[SpeechMode] = field(default_factory=list)
     num_workers: int = 0
     seed: int = 0
+    # Share of context word pieces swapped for random ones, dropped or joined by a random one in training
+    # (mmdialog/data/noise.py): robustness to wordings training never used. Supervised training only.
+    token_noise: float = 0.0
     vision_pretraining: VisionPretrainingSettings = field(default_factory=VisionPretrainingSettings)
     # dpo: `data` and `eval_data` hold preference pairs (mmdialog/data/format.py); see mmdialog/training/dpo.py.
     objective: Objective = Objective.sft

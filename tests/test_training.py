@@ -56,17 +56,18 @@ def final_weights(model):
 
 
 @pytest.mark.slow
-def test_resume_is_exact(tmp_path, colour_data):
+@pytest.mark.parametrize("noise", ["0", "0.3"])
+def test_resume_is_exact(tmp_path, colour_data, noise):
     train, _ = colour_data
-    # Straight: 12 steps. Interrupted: 6 steps (saving a checkpoint), then resume to 12.
-    straight = Trainer(tiny_training_config(tmp_path, train, "train.max_steps=12", out="straight"))
+    # Straight: 12 steps. Interrupted: 6 steps (saving a checkpoint), then resume to 12. With token noise, the
+    # resumed run must draw the same noise as the straight one.
+    steps = ("train.max_steps=12", f"train.token_noise={noise}")
+    straight = Trainer(tiny_training_config(tmp_path, train, *steps, out="straight"))
     straight_result = straight.train()
-    first = Trainer(tiny_training_config(tmp_path, train, "train.max_steps=12", "train.save_every=6",
-                                         out="interrupted"))
+    first = Trainer(tiny_training_config(tmp_path, train, *steps, "train.save_every=6", out="interrupted"))
     first.total_steps = 6  # stop half-way, as a kill after the checkpoint would
     first.train()
-    second = Trainer(tiny_training_config(tmp_path, train, "train.max_steps=12", "train.save_every=6",
-                                          out="interrupted"))
+    second = Trainer(tiny_training_config(tmp_path, train, *steps, "train.save_every=6", out="interrupted"))
     resumed = second.train(resume=True)
     assert resumed.steps == 12
     assert abs(resumed.final_train_loss - straight_result.final_train_loss) < 1e-5

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from mmdialog.data.dataset import DialogueDataset, collate
 from mmdialog.data.format import DialogueRecord, LoadReport, load_dialogues
+from mmdialog.data.noise import TokenNoise
 from mmdialog.device import configure_threads
 from mmdialog.model import MultimodalDialogueModel
 from mmdialog.settings import MmdialogConfig, Objective
@@ -160,6 +161,8 @@ class Trainer:
         self.objective = build_objective(config, model, self.accelerator)
         dialogues, self.data_report = self.objective.load(settings.data, settings.skip_bad)
         train_set = self.objective.dataset(dialogues, model, speech_modes=settings.speech_modes)
+        if settings.token_noise:
+            train_set = TokenNoise(train_set, model.tokenizer, config.dialogue, settings.token_noise)
         # The loader's own generator: creating an iterator must not draw from the global RNG, or a resumed
         # run's dropout masks would differ from an uninterrupted run's.
         loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, collate_fn=collate,

@@ -1,0 +1,58 @@
+"""Word-piece noise on the dialogue context, for training only (train.token_noise).
+
+A model trained from scratch has never seen most words: a question worded in a way training never used
+("count the stars in the picture" for "how many stars are there?") brings word pieces whose embeddings are
+still random. Training on contexts where a few pieces are swapped for random ones, dropped, or joined by a
+random one teaches the model to answer from the words it knows and to let the others pass. Media markers,
+the turn prefixes and end-of-sequence are never touched, so the dialogue's shape stays intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch.utils.data import Dataset
+
+from mmdialog.dialogue import ModelInput
+from mmdialog.settings import DialogueSettings
+
+REPLACE, DROP, INSERT = 0, 1, 2
+
+
+class TokenNoise(Dataset):
+    """Wraps a dataset of ModelInputs; each context piece is changed with probability `rate` (one of the three
+    changes, equally likely). Draws come from torch's global generator, whose state training checkpoints keep,
+    so a resumed run sees the same noise as an uninterrupted one."""
+
+    def __init__(self, base: Dataset, tokenizer, dialogue: DialogueSettings, rate: float):
+        self.base = base
+        self.rate = rate
+        protected = set(tokenizer.all_special_ids)
+        for prefix in (dialogue.user_prefix, dialogue.assistant_prefix):
+            protected.update(tokenizer(prefix, add_special_tokens=False)["input_ids"])
+        self.protected = protected
+        self.vocabulary = torch.tensor([i for i in range(len(tokenizer)) if i not in protected])
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> ModelInput:
+        item = self.base[index]
+        return dataclasses.replace(item, input_ids=self.noisy(item.input_ids))
+
+    def noisy(self, ids: list[int]) -> list[int]:
+        count = len(ids)
+        changed = (torch.rand(count) < self.rate).tolist()
+        kinds = torch.randint(0, 3, (count,)).tolist()
+        others = self.vocabulary[torch.randint(0, len(self.vocabulary), (count,))].tolist()
+        out: list[int] = []
+        for token, change, kind, other in zip(ids, changed, kinds, others, strict=True):
+            if not change or token in self.protected:
+                out.append(token)
+            elif kind == REPLACE:
+                out.append(other)
+            elif kind == INSERT:
+                out.extend((token, other))
+            # DROP: nothing
+        return out
