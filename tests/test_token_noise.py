@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from conftest import build_tiny, image_media
 
 from mmdialog.data.noise import TokenNoise
@@ -24,7 +23,6 @@ def example(model, text: str = "what colour is the big round thing on the left o
 
 def test_no_noise_changes_nothing_and_full_noise_spares_the_dialogue_s_shape(model) -> None:
     item = example(model)
-    torch.manual_seed(0)
     assert TokenNoise([item], model.tokenizer, model.config.dialogue, 0.0)[0] == item
     noisy = TokenNoise([item], model.tokenizer, model.config.dialogue, 1.0)
     changed = noisy[0]
@@ -41,8 +39,11 @@ def test_about_the_asked_share_of_pieces_changes(model) -> None:
     item = example(model)
     noisy = TokenNoise([item], model.tokenizer, model.config.dialogue, 0.2)
     free = [i for i, t in enumerate(item.input_ids) if t not in noisy.protected]
-    torch.manual_seed(1)
-    unchanged = sum(noisy[0].input_ids == item.input_ids for _ in range(400))
+    assert noisy[0] == noisy[0]  # the same epoch and index: the same noise
+    unchanged = 0
+    for epoch in range(400):
+        noisy.set_epoch(epoch)
+        unchanged += noisy[0].input_ids == item.input_ids
     # P(no change) = 0.8 ** free pieces (ignoring a replacement by the same piece).
     expected = 0.8 ** len(free) * 400
     assert abs(unchanged - expected) < 4 * expected ** 0.5 + 2, (unchanged, expected)

@@ -22,12 +22,18 @@ REPLACE, DROP, INSERT = 0, 1, 2
 
 class TokenNoise(Dataset):
     """Wraps a dataset of ModelInputs; each context piece is changed with probability `rate` (one of the three
-    changes, equally likely). Draws come from torch's global generator, whose state training checkpoints keep,
-    so a resumed run sees the same noise as an uninterrupted one."""
+    changes, equally likely).
 
-    def __init__(self, base: Dataset, tokenizer, dialogue: DialogueSettings, rate: float):
+    The noise is a function of (seed, epoch, index) alone: the data loader fetches a batch ahead of the step
+    being trained, so noise drawn from a running generator would differ between a resumed run and an
+    uninterrupted one. The trainer calls set_epoch at the start of every epoch.
+    """
+
+    def __init__(self, base: Dataset, tokenizer, dialogue: DialogueSettings, rate: float, seed: int = 0):
         self.base = base
         self.rate = rate
+        self.seed = seed
+        self.epoch = 0
         protected = set(tokenizer.all_special_ids)
         for prefix in (dialogue.user_prefix, dialogue.assistant_prefix):
             protected.update(tokenizer(prefix, add_special_tokens=False)["input_ids"])
@@ -37,15 +43,20 @@ class TokenNoise(Dataset):
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
     def __getitem__(self, index: int) -> ModelInput:
         item = self.base[index]
-        return dataclasses.replace(item, input_ids=self.noisy(item.input_ids))
+        generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+                                                  % 2**63)
+        return dataclasses.replace(item, input_ids=self.noisy(item.input_ids, generator))
 
-    def noisy(self, ids: list[int]) -> list[int]:
+    def noisy(self, ids: list[int], generator: torch.Generator) -> list[int]:
         count = len(ids)
-        changed = (torch.rand(count) < self.rate).tolist()
-        kinds = torch.randint(0, 3, (count,)).tolist()
-        others = self.vocabulary[torch.randint(0, len(self.vocabulary), (count,))].tolist()
+        changed = (torch.rand(count, generator=generator) < self.rate).tolist()
+        kinds = torch.randint(0, 3, (count,), generator=generator).tolist()
+        others = self.vocabulary[torch.randint(0, len(self.vocabulary), (count,), generator=generator)].tolist()
         out: list[int] = []
         for token, change, kind, other in zip(ids, changed, kinds, others, strict=True):
             if not change or token in self.protected:

@@ -162,7 +162,8 @@ class Trainer:
         dialogues, self.data_report = self.objective.load(settings.data, settings.skip_bad)
         train_set = self.objective.dataset(dialogues, model, speech_modes=settings.speech_modes)
         if settings.token_noise:
-            train_set = TokenNoise(train_set, model.tokenizer, config.dialogue, settings.token_noise)
+            train_set = TokenNoise(train_set, model.tokenizer, config.dialogue, settings.token_noise, settings.seed)
+        self.train_set = train_set
         # The loader's own generator: creating an iterator must not draw from the global RNG, or a resumed
         # run's dropout masks would differ from an uninterrupted run's.
         loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, collate_fn=collate,
@@ -272,6 +273,8 @@ class Trainer:
         stop = state.step >= self.total_steps
         while not stop:
             self.loader.set_epoch(state.epoch)
+            if isinstance(self.train_set, TokenNoise):  # the loader passes the epoch to its sampler only
+                self.train_set.set_epoch(state.epoch)
             loader = (accelerator.skip_first_batches(self.loader, state.batches_in_epoch)
                       if state.batches_in_epoch else self.loader)
             for batch in loader:
