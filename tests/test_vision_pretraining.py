@@ -89,6 +89,9 @@ def test_bad_annotations_are_one_clear_error(tmp_path: Path) -> None:
     scenes.write_text(json.dumps({"image": "a.png", "split": "train", "objects": [{"x": 0.5, "y": 0.5}]}) + "\n")
     with pytest.raises(ConfigError, match="no attribute 'colour'"):
         pretrain_vision(tiny_tower(), VisionPretrainingSettings(scenes=str(scenes)))
+    scenes.write_text(json.dumps({"image": "a.png", "split": "train", "objects": [{"shape": "star"}]}) + "\n")
+    with pytest.raises(ConfigError, match="needs a 'colour' attribute"):
+        pretrain_vision(tiny_tower(), VisionPretrainingSettings(scenes=str(scenes), attributes=["shape"], recolour=0.5))
 
 
 def test_earlier_layers_pooled_to_the_grid_join_the_patch_features() -> None:

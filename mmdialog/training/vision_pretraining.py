@@ -179,6 +179,9 @@ def pretrain_vision(vision: VisionEncoder, settings: VisionPretrainingSettings, 
     if not train_scenes:
         raise ConfigError(f"train.vision_pretraining.scenes: {path} has no scene in the 'train' split")
     vocab = vocabularies(train_scenes, settings.attributes)
+    if settings.recolour and "colour" not in vocab:
+        raise ConfigError("train.vision_pretraining.recolour turns hues and drops colour labels: it needs a "
+                          "'colour' attribute in train.vision_pretraining.attributes")
     started = time.perf_counter()
     train = annotate(vision, train_scenes, path.parent, vocab)
     check = annotate(vision, held_out[:512], path.parent, vocab) if held_out else None
@@ -190,14 +193,14 @@ def pretrain_vision(vision: VisionEncoder, settings: VisionPretrainingSettings, 
     vision.requires_grad_(True)
     optimizer = torch.optim.AdamW([*vision.parameters(), *heads.parameters()], lr=settings.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=settings.steps, pct_start=0.1)
-    colour_row = list(vocab).index("colour") if "colour" in vocab else None
+    colour_row = list(vocab).index("colour") if settings.recolour else None
     mean, std = (torch.tensor(getattr(vision.processor, name), dtype=torch.float32)
                  for name in ("image_mean", "image_std"))
     vision.train()
     for _ in range(settings.steps):
         rows = torch.randint(0, len(train.pixels), (settings.batch_size,), generator=generator)
         pixels, labels = train.pixels[rows], train.labels[rows]
-        if settings.recolour and colour_row is not None:
+        if colour_row is not None:
             pixels, labels = recolour(pixels, labels, settings.recolour, colour_row, mean, std, generator)
         logits = patch_logits(vision, heads, pixels)
         loss = sum(F.cross_entropy(item.flatten(0, 1), labels[:, index].flatten())
