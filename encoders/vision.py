@@ -34,6 +34,7 @@ class VisionEncoder(nn.Module):
         self.is_feature_map = not hasattr(config, "hidden_size")
         if settings.pooled_layers and not self.is_feature_map:
             raise ConfigError("vision.pooled_layers works with convolutional towers (ResNet, ConvNeXt) only")
+        self.pooled_channels = 0  # how many of a patch's channels come from vision.pooled_layers
         if self.is_feature_map:
             channels, height, width, self.pooled_channels = self._probe_feature_map()
             self.hidden_size: int = channels + 2
@@ -74,14 +75,10 @@ class VisionEncoder(nn.Module):
         was_training = self.tower.training
         self.tower.eval()
         with torch.no_grad():
-            pixels = torch.zeros(1, 3, self.image_size, self.image_size)
-            hidden = self._tower_features(pixels)
-            pooled = 0
-            if self.settings.pooled_layers:
-                outputs = self.tower(pixel_values=pixels, output_hidden_states=True)
-                pooled = sum(outputs.hidden_states[i].shape[1] for i in self.settings.pooled_layers)
+            chosen, pooled = self._tower_maps(torch.zeros(1, 3, self.image_size, self.image_size))
         self.tower.train(was_training)
-        return hidden.shape[1], hidden.shape[2], hidden.shape[3], pooled
+        pooled_channels = sum(item.shape[1] for item in pooled)
+        return chosen.shape[1] + pooled_channels, chosen.shape[2], chosen.shape[3], pooled_channels
 
     def freeze_unreached_parameters(self) -> list[str]:
         """Freeze parameters that cannot affect the patch features (pooling heads, final norms).
@@ -124,20 +121,24 @@ class VisionEncoder(nn.Module):
         pil: list[Image.Image] = [load_image(image) for image in images]
         return self.processor(images=pil, return_tensors="pt")["pixel_values"]
 
-    def _tower_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The tower's output of the configured layer (or its own output), as it comes."""
+    def _tower_maps(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The tower's output of the configured layer (or its own output), as it comes, and the maps of
+        vision.pooled_layers max-pooled to its grid (none unless set)."""
         dtype = next(self.tower.parameters()).dtype
         own_output = self.settings.last_hidden_state
         outputs = self.tower(pixel_values=pixel_values.to(dtype), output_hidden_states=not own_output)
         if own_output:
-            return outputs.last_hidden_state
+            return outputs.last_hidden_state, []
         chosen = outputs.hidden_states[self.feature_index]
-        if not self.settings.pooled_layers:
-            return chosen
         # Max, not mean: a small object's colour stays as strong as a large one's, whatever the background.
         pooled = [nn.functional.adaptive_max_pool2d(outputs.hidden_states[i], chosen.shape[-2:])
                   for i in self.settings.pooled_layers]
-        return torch.cat([chosen, *pooled], dim=1)
+        return chosen, pooled
+
+    def _tower_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The configured layer's output, with the pooled layers' channels after its own."""
+        chosen, pooled = self._tower_maps(pixel_values)
+        return torch.cat([chosen, *pooled], dim=1) if pooled else chosen
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, N, hidden) patch features from the configured layer (or the tower's output)."""
