@@ -6,8 +6,9 @@ decoder already knows where to look, and it cannot learn where to look until the
 Dense labels break that loop. Each patch of the tower's grid is labelled with the attributes of the object
 whose centre lies in it (or "nothing"), and a linear head per attribute classifies every patch. A minute of
 this gives patch features that name colour and shape where the object is, and dialogue training then only
-has to learn to look them up. The attributes are predicted separately, so a colour-shape pair never drawn in
-training is still two familiar answers.
+has to learn to look them up. Separate heads alone do not make a colour-shape pair never drawn in training
+two familiar answers: the tower learns to guess one attribute from the other. `recolour` (shape learned in
+every hue) and `from_pooled_layers` (colour read from early channels only) keep them apart.
 
 Annotations: a `scenes.jsonl` as written by `mmdialog synth`, one scene per line:
 `{"image": "images/train/00000.png", "split": "train", "objects": [{"x": 0.17, "y": 0.5, "colour": "blue",
