@@ -22,7 +22,8 @@ from mmdialog.settings import DecoderSettings
 
 IMAGE_TOKEN = "<image>"
 AUDIO_TOKEN = "<audio>"
-MEDIA_TOKENS = (IMAGE_TOKEN, AUDIO_TOKEN)
+TEXT_TOKEN = "<text>"  # where a text encoder's features of a person's words go (mmdialog/dialogue.py)
+MEDIA_TOKENS = (IMAGE_TOKEN, AUDIO_TOKEN, TEXT_TOKEN)
 
 
 def load_tokenizer(settings: DecoderSettings):
@@ -52,6 +53,7 @@ class Seq2SeqDecoder(nn.Module):
         self.hidden_size: int = model.config.d_model
         self.image_token_id: int = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.audio_token_id: int = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
+        self.text_token_id: int = tokenizer.convert_tokens_to_ids(TEXT_TOKEN)
         if settings.gradient_checkpointing:
             model.gradient_checkpointing_enable()
 

@@ -1,8 +1,10 @@
 """One dialogue format for training and serving: a history of turns becomes the model's input here only.
 
 A turn's text holds `<image>` / `<audio>` markers where its media go. Speech mode decides what an audio
-marker becomes: the Whisper transcript as text (`transcript`), soft tokens (`features`), or both. The
-input budget counts soft tokens too, and drops the oldest turns first.
+marker becomes: the Whisper transcript as text (`transcript`), soft tokens (`features`), or both. With a text
+encoder, text mode decides what a person's words (typed, or a transcript) become: word pieces (`tokens`), a
+`<text>` marker for the text encoder's soft tokens (`features`), or both. The input budget counts soft tokens
+too, and drops the oldest turns first.
 """
 
 from __future__ import annotations
@@ -14,23 +16,24 @@ from typing import Literal
 
 import torch
 
-from decoders.seq2seq import AUDIO_TOKEN, IMAGE_TOKEN
+from decoders.seq2seq import AUDIO_TOKEN, IMAGE_TOKEN, TEXT_TOKEN
 from mmdialog.errors import InputError
-from mmdialog.settings import DialogueSettings, SpeechMode
+from mmdialog.settings import DialogueSettings, SpeechMode, TextMode
 
-MARKER = re.compile(f"({re.escape(IMAGE_TOKEN)}|{re.escape(AUDIO_TOKEN)})")
-KIND_OF_MARKER = {IMAGE_TOKEN: "image", AUDIO_TOKEN: "audio"}
+MARKER = re.compile(f"({re.escape(IMAGE_TOKEN)}|{re.escape(AUDIO_TOKEN)}|{re.escape(TEXT_TOKEN)})")
+KIND_OF_MARKER = {IMAGE_TOKEN: "image", AUDIO_TOKEN: "audio", TEXT_TOKEN: "text"}
 
 
 @dataclass
 class Media:
-    """An image or audio clip in model-ready form: raw (pixels / mel) and, once computed, encoder features."""
+    """An image, an audio clip or a person's words in model-ready form: raw (pixels / mel / text) and, once
+    computed, encoder features."""
 
-    kind: Literal["image", "audio"]
+    kind: Literal["image", "audio", "text"]
     pixel_values: torch.Tensor | None = None  # (3, H, W)
     mel: torch.Tensor | None = None  # (n_mels, T)
     features: torch.Tensor | None = None  # encoder output (N, d), cached after the first encode
-    transcript: str | None = None
+    transcript: str | None = None  # audio: what Whisper heard; text: the words themselves
 
 
 @dataclass
@@ -53,7 +56,7 @@ class ModelInput:
 
 def with_markers(text: str, media: Sequence[Media]) -> str:
     """Put a marker in front of the text for every media item the text does not mention yet."""
-    present = {kind: 0 for kind in ("image", "audio")}
+    present = {kind: 0 for kind in ("image", "audio", "text")}
     for marker in MARKER.findall(text):
         present[KIND_OF_MARKER[marker]] += 1
     missing = []
@@ -63,25 +66,38 @@ def with_markers(text: str, media: Sequence[Media]) -> str:
     return " ".join([*missing, text]).strip() if missing else text
 
 
-def _render(turn: Turn, prefix: str, mode: SpeechMode) -> tuple[str, list[Media]]:
+def _words(text: str, mode: TextMode | None) -> tuple[list[str], list[Media]]:
+    """A person's words as pieces of the rendered turn, and the text media they became (text mode)."""
+    if mode is None or mode == TextMode.tokens or not text.strip():
+        return [text], []
+    item = Media("text", transcript=text.strip())
+    return ([TEXT_TOKEN, text] if mode == TextMode.both else [TEXT_TOKEN]), [item]
+
+
+def _render(turn: Turn, prefix: str, mode: SpeechMode, text_mode: TextMode | None) -> tuple[str, list[Media]]:
     """The turn as text for the tokenizer, and the media whose markers remain in it, in order."""
-    queues = {kind: [m for m in turn.media if m.kind == kind] for kind in ("image", "audio")}
+    queues = {kind: [m for m in turn.media if m.kind == kind] for kind in ("image", "audio", "text")}
+    words_mode = text_mode if turn.role == "user" else None  # replies stay the decoder's own word pieces
     pieces, kept = [prefix], []
     for piece in MARKER.split(turn.text):
         if piece not in KIND_OF_MARKER:
-            pieces.append(piece)
+            words, media = _words(piece, words_mode)
+            pieces.extend(words)
+            kept.extend(media)
             continue
         kind = KIND_OF_MARKER[piece]
         if not queues[kind]:
             raise InputError(f"the text has more {piece} markers than {kind} items")
         item = queues[kind].pop(0)
         if kind == "audio" and mode != SpeechMode.features:
-            spoken = (item.transcript or "").strip()
-            pieces.append(f"{piece} {spoken}" if mode == SpeechMode.both else spoken)
-            if mode == SpeechMode.transcript:
-                continue
-        else:
-            pieces.append(piece)
+            if mode == SpeechMode.both:
+                pieces.append(piece)
+                kept.append(item)
+            words, media = _words((item.transcript or "").strip(), words_mode)
+            pieces.extend(words)
+            kept.extend(media)
+            continue
+        pieces.append(piece)
         kept.append(item)
     if any(queues.values()):
         raise InputError("a turn has media without a matching <image> / <audio> marker in its text")
@@ -95,19 +111,20 @@ def build_model_input(
     speech_mode: SpeechMode,
     soft_tokens: Callable[[Media], int],
     target: str | None = None,
+    text_mode: TextMode | None = None,
 ) -> ModelInput:
     """Encode `history` (oldest first) for the decoder, within `settings.max_input_tokens` soft tokens included.
 
     `soft_tokens(media)` says how many embeddings a media item becomes; `target` (the assistant reply to
-    learn) becomes the labels, ending with EOS.
+    learn) becomes the labels, ending with EOS. `text_mode`: None when the model has no text encoder.
     """
     if not history:
         raise InputError("a dialogue needs at least one turn")
-    marker_ids = {tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)}
+    marker_ids = {tokenizer.convert_tokens_to_ids(token) for token in (IMAGE_TOKEN, AUDIO_TOKEN, TEXT_TOKEN)}
     encoded: list[tuple[list[int], list[Media], int]] = []
     for turn in history:
         prefix = settings.user_prefix if turn.role == "user" else settings.assistant_prefix
-        text, media = _render(turn, prefix, speech_mode)
+        text, media = _render(turn, prefix, speech_mode, text_mode)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         cost = len(ids) - len(media) + sum(soft_tokens(m) for m in media)
         encoded.append((ids, media, cost))

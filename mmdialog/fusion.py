@@ -119,23 +119,23 @@ def build_projector(settings: ProjectorSettings, in_dim: int, out_dim: int, patc
 class Fusion(nn.Module):
     """The trainable bridge: a projector per modality plus an optional learned embedding per modality."""
 
-    MODALITIES = ("image", "audio")
-
     def __init__(self, settings: FusionSettings, image_dim: int, audio_dim: int, model_dim: int,
-                 pretrained: Mapping[str, nn.Module] | None = None, image_patches: int = 0):
+                 pretrained: Mapping[str, nn.Module] | None = None, image_patches: int = 0, text_dim: int = 0):
         """`pretrained`: ready-made projectors by modality (BLIP-2's Q-Former), used instead of building one.
-        `image_patches`: how many patch features the vision tower gives per image."""
+        `image_patches`: how many patch features the vision tower gives per image. `text_dim`: the text
+        encoder's width; 0 when there is none (and then no text projector)."""
         super().__init__()
         pretrained = pretrained or {}
-        dims = {"image": image_dim, "audio": audio_dim}
-        patches = {"image": image_patches, "audio": 0}
+        dims = {"image": image_dim, "audio": audio_dim, "text": text_dim}
+        patches = {"image": image_patches}
+        self.modalities = [m for m, dim in dims.items() if dim]
         self.projectors = nn.ModuleDict({
             m: pretrained[m] if m in pretrained
-            else build_projector(getattr(settings, m), dims[m], model_dim, patches[m])
-            for m in self.MODALITIES
+            else build_projector(getattr(settings, m), dims[m], model_dim, patches.get(m, 0))
+            for m in self.modalities
         })
         self.modality_embeddings = (
-            nn.ParameterDict({m: nn.Parameter(torch.zeros(model_dim)) for m in self.MODALITIES})
+            nn.ParameterDict({m: nn.Parameter(torch.zeros(model_dim)) for m in self.modalities})
             if settings.modality_embeddings else None
         )
 

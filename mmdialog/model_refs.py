@@ -18,12 +18,12 @@ CONFIG, CHECKPOINT = "config", "checkpoint"  # the two documents that name model
 
 # How the loaders call each part in their error sentences (encoders/, decoders/).
 WHAT = {"checkpoint": "model checkpoint", "speech": "speech model", "vision": "vision encoder",
-        "decoder": "decoder", "tokenizer": "tokenizer", "voice": "voice", "voice_config": "Coqui model config",
-        "voice_checkpoint": "Coqui model checkpoint"}
+        "text": "text encoder", "decoder": "decoder", "tokenizer": "tokenizer", "voice": "voice",
+        "voice_config": "Coqui model config", "voice_checkpoint": "Coqui model checkpoint"}
 
-# The settings that name a model of the speech / vision / decoder part, by role.
-_MODEL_KEYS = (("speech", "speech.name"), ("vision", "vision.name"), ("decoder", "decoder.name"),
-               ("tokenizer", "decoder.tokenizer"))
+# The settings that name a model of the speech / vision / text / decoder part, by role.
+_MODEL_KEYS = (("speech", "speech.name"), ("vision", "vision.name"), ("text", "text.name"),
+               ("decoder", "decoder.name"), ("tokenizer", "decoder.tokenizer"))
 
 
 class Kind(str, enum.Enum):
@@ -86,7 +86,12 @@ def _model_refs(model_cfg: MmdialogConfig, document: str, checkpoint: Path | Non
         name = getattr(getattr(model_cfg, section), setting)
         if not name or (role == "tokenizer" and name == "byt5") or _inside(name, checkpoint):
             continue  # built from a config, a byte tokenizer that needs no files, or part of the checkpoint
-        kind = _speech_kind(name) if role == "speech" else Kind.local if looks_local(name) else Kind.hub
+        if role == "speech":
+            kind = _speech_kind(name)
+        elif role == "text" and name.startswith("bundled:"):
+            kind = Kind.bundled
+        else:
+            kind = Kind.local if looks_local(name) else Kind.hub
         refs.append(ModelRef([role], name, kind, [(document, key)]))
     return refs
 
@@ -122,7 +127,8 @@ def _merged(refs: list[ModelRef]) -> list[ModelRef]:
 
 
 def required_models(cfg: MmdialogConfig) -> list[ModelRef]:
-    """Every model `cfg` loads, in the order the pipeline loads them (checkpoint, speech, vision, decoder, voice)."""
+    """Every model `cfg` loads, in the order the pipeline loads them (checkpoint, speech, vision, text, decoder,
+    voice)."""
     from mmdialog.checkpoint import checkpoint_config
 
     if not cfg.checkpoint:

@@ -35,11 +35,16 @@ def _existing(ref: ModelRef) -> Path:
 
 
 def _bundled(ref: ModelRef) -> Path:
-    """The folder (Whisper) or .onnx file (Piper) a `bundled:` name stands for, as the loaders resolve it."""
+    """The folder (Whisper, the text encoder) or .onnx file (Piper) a `bundled:` name stands for, as the loaders
+    resolve it."""
     if ref.role == "speech":
         from encoders.speech import bundled_whisper_folder
 
         return bundled_whisper_folder(ref.name)
+    if ref.role == "text":
+        from encoders.text import bundled_text_folder
+
+        return bundled_text_folder(ref.name)
     from decoders.tts.factory import piper_voice_files
 
     onnx, _ = piper_voice_files(ref.name)

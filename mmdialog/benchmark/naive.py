@@ -68,7 +68,8 @@ class NaiveCascade:
 
         start = time.perf_counter()
         cfg = model.config
-        item = build_model_input([*self.history, turn], model.tokenizer, cfg.dialogue, mode, model.soft_token_count)
+        item = build_model_input([*self.history, turn], model.tokenizer, cfg.dialogue, mode, model.soft_token_count,
+                                 text_mode=model.text_mode)
         reply = model.generate([item], **generation)[0].strip()
         clock.stage("generation", start)
         start = time.perf_counter()

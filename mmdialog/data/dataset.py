@@ -73,7 +73,7 @@ class DialogueDataset(Dataset):
         cfg = self.model.config
         mode = self.speech_modes[index % len(self.speech_modes)] if self.speech_modes else cfg.speech.mode
         return build_model_input(history, self.model.tokenizer, cfg.dialogue, mode,
-                                 self.model.soft_token_count, target=target)
+                                 self.model.soft_token_count, target=target, text_mode=self.model.text_mode)
 
     def __getitem__(self, index: int) -> ModelInput:
         return self._input(index, self.target_text(index))
