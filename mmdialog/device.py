@@ -19,11 +19,24 @@ def resolve_device(settings: RuntimeSettings) -> torch.device:
     return device
 
 
+PRECISIONS = ("auto", "no", "fp32", "fp16", "bf16")
+
+
+def precision_setting(value: str, key: str) -> str:
+    """A precision setting checked against PRECISIONS. YAML reads a bare `no` as the boolean false, which a
+    string setting receives as "False": that is "no" too, never an unknown value that falls back to bf16."""
+    value = "no" if str(value).lower() == "false" else str(value)
+    if value not in PRECISIONS:
+        raise ConfigError(f"{key}: '{value}' is not a precision; allowed: {', '.join(PRECISIONS)}")
+    return value
+
+
 def autocast_dtype(settings: RuntimeSettings, device: torch.device) -> torch.dtype | None:
     """bf16 (fp16 on GPUs without it) under autocast on CUDA; None (plain fp32) on the CPU."""
-    if device.type != "cuda" or settings.precision in ("fp32", "no"):
+    precision = precision_setting(settings.precision, "runtime.precision")
+    if device.type != "cuda" or precision in ("fp32", "no"):
         return None
-    if settings.precision == "fp16":
+    if precision == "fp16":
         return torch.float16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from mmdialog.config import config_from_dict, config_to_dict, load_config, preset_names
 from mmdialog.errors import ConfigError, ModelNotAvailableError
@@ -93,3 +94,17 @@ def test_extends_layers_and_relative_paths(tmp_path):
     (tmp_path / "loop.yaml").write_text("extends: ./loop.yaml\n")
     with pytest.raises(ConfigError, match="extends itself"):
         load_config(tmp_path / "loop.yaml")
+
+
+def test_a_bare_no_for_a_precision_means_no():
+    """YAML reads `no` as false; a precision setting must not take that for an unknown value (on a GPU, runtime
+    would then fall back to bf16)."""
+    from mmdialog.device import autocast_dtype
+    from mmdialog.training.trainer import mixed_precision
+
+    cfg = load_config("tiny", ["train.mixed_precision=no", "runtime.precision=no"])
+    assert mixed_precision(cfg.train.mixed_precision) == "no"
+    assert autocast_dtype(cfg.runtime, torch.device("cuda")) is None
+    assert mixed_precision("bf16") == "bf16" and mixed_precision("fp32") == "no"
+    with pytest.raises(ConfigError, match="train.mixed_precision: 'half' is not a precision"):
+        mixed_precision("half")

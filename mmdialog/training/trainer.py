@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from mmdialog.data.dataset import DialogueDataset, collate
 from mmdialog.data.format import DialogueRecord, LoadReport, load_dialogues
 from mmdialog.data.noise import TokenNoise
-from mmdialog.device import configure_threads
+from mmdialog.device import configure_threads, precision_setting
 from mmdialog.model import MultimodalDialogueModel
 from mmdialog.settings import MmdialogConfig, Objective
 from mmdialog.training import checkpoints
@@ -35,8 +35,10 @@ from mmdialog.training.plot import plot_losses
 
 
 def mixed_precision(setting: str) -> str:
+    """accelerate's mixed_precision for train.mixed_precision: bf16 autocast works on the CPU too."""
+    setting = precision_setting(setting, "train.mixed_precision")
     if setting != "auto":
-        return setting
+        return "no" if setting == "fp32" else setting
     if not torch.cuda.is_available():
         return "no"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
