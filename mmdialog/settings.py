@@ -315,6 +315,10 @@ class TrainSettings:
     # Share of context word pieces swapped for random ones, dropped or joined by a random one in training
     # (mmdialog/data/noise.py): robustness to wordings training never used. Supervised training only.
     token_noise: float = 0.0
+    # Share of a person's texts given to the decoder as the text encoder's sentence embedding alone, without
+    # its word pieces' states (mmdialog/data/noise.py): what is asked is then read from the sentence as a whole,
+    # which carries over to wordings training never used. Needs text.name; supervised training only.
+    sentence_only: float = 0.0
     vision_pretraining: VisionPretrainingSettings = field(default_factory=VisionPretrainingSettings)
     # dpo: `data` and `eval_data` hold preference pairs (mmdialog/data/format.py); see mmdialog/training/dpo.py.
     objective: Objective = Objective.sft

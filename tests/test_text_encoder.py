@@ -121,3 +121,38 @@ def test_the_text_encoder_is_a_required_model_with_its_licence():
     text = next(ref for ref in refs if ref.role == "text")
     assert text.kind == Kind.bundled and text.what == "text encoder"
     assert known_terms(text).summary == "Apache-2.0"
+
+
+def test_sentence_only_cuts_a_share_of_texts_to_their_sentence_embedding(model):
+    from mmdialog.data.noise import SentenceOnly
+
+    turns = [Turn("user", "what color is the circle?"), Turn("assistant", "red"), Turn("user", "and the square?")]
+    _, item = render(model, turns, TextMode.features)
+    assert SentenceOnly([item], model.text, 0.0)[0] == item
+    cut = SentenceOnly([item], model.text, 1.0)[0]
+    assert cut.input_ids == item.input_ids and cut.labels == item.labels
+    for before, after in zip(item.media, cut.media, strict=True):
+        assert before.features is None and after.features.shape == (1, model.text.hidden_size)
+        assert torch.equal(after.features[0], model.text.encode([before.transcript])[0][0])
+    embeds, _ = model.embed([cut])
+    assert embeds.shape[1] == len(item.input_ids) - 2 + 2  # each <text> marker became one soft token
+    half = SentenceOnly([item], model.text, 0.5, seed=3)
+    assert half[0] == half[0]  # the same epoch and index: the same cut
+    patterns = set()
+    for epoch in range(40):
+        half.set_epoch(epoch)
+        patterns.add(tuple(m.features is not None for m in half[0].media))
+    assert len(patterns) == 4  # each text is cut on its own
+
+
+def test_sentence_only_needs_a_text_encoder(tmp_path):
+    from data_factory import write_colour_dataset
+
+    from mmdialog.config import load_config
+    from mmdialog.errors import ConfigError
+    from mmdialog.training.trainer import Trainer
+
+    data = write_colour_dataset(tmp_path, dialogues=4, with_audio=False)
+    with pytest.raises(ConfigError, match="train.sentence_only needs a text encoder"):
+        Trainer(load_config("tiny", [f"train.data={data}", "train.sentence_only=0.5",
+                                     f"train.output_dir={tmp_path}/run"]))

@@ -1,4 +1,5 @@
-"""Word-piece noise on the dialogue context, for training only (train.token_noise).
+"""Noise on the dialogue context, for training only: word pieces (train.token_noise) and a text encoder's
+word-piece states (train.sentence_only).
 
 A model trained from scratch has never seen most words: a question worded in a way training never used
 ("count the stars in the picture" for "how many stars are there?") brings word pieces whose embeddings are
@@ -18,6 +19,12 @@ from mmdialog.dialogue import ModelInput
 from mmdialog.settings import DialogueSettings
 
 REPLACE, DROP, INSERT = 0, 1, 2
+
+
+def example_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The random numbers of one example in one epoch: the same whenever it is fetched, so that a resumed run
+    (whose data loader fetched a batch ahead) matches an uninterrupted one."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 10_000_019 + index) % 2**63)
 
 
 class TokenNoise(Dataset):
@@ -48,8 +55,7 @@ class TokenNoise(Dataset):
 
     def __getitem__(self, index: int) -> ModelInput:
         item = self.base[index]
-        generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
-                                                  % 2**63)
+        generator = example_generator(self.seed, self.epoch, index)
         return dataclasses.replace(item, input_ids=self.noisy(item.input_ids, generator))
 
     def noisy(self, ids: list[int], generator: torch.Generator) -> list[int]:
@@ -67,3 +73,40 @@ class TokenNoise(Dataset):
                 out.extend((token, other))
             # DROP: nothing
         return out
+
+
+class SentenceOnly(Dataset):
+    """Wraps a dataset of ModelInputs; each text item (a person's words for the text encoder) becomes, with
+    probability `rate`, the sentence embedding alone, without the states of its word pieces.
+
+    Word-piece states let the decoder learn what is asked from a few familiar pieces ("what is in the
+    middle?"), which a new wording can share while asking something else ("tell me what is in the picture").
+    The sentence embedding is what the encoder was trained to make alike for sentences that mean the same;
+    without the pieces, the decoder has to learn to read it. Random like TokenNoise: by (seed, epoch, index).
+    """
+
+    def __init__(self, base: Dataset, text_encoder, rate: float, seed: int = 0):
+        self.base = base
+        self.text_encoder = text_encoder
+        self.rate = rate
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> ModelInput:
+        item = self.base[index]
+        texts = [i for i, m in enumerate(item.media) if m.kind == "text"]
+        if not texts:
+            return item
+        chosen = (torch.rand(len(texts), generator=example_generator(self.seed, self.epoch, index)) < self.rate)
+        media = list(item.media)
+        for i, cut in zip(texts, chosen.tolist(), strict=True):
+            if cut:
+                sentence = self.text_encoder.encode([media[i].transcript or ""])[0][:1]
+                media[i] = dataclasses.replace(media[i], features=sentence)
+        return dataclasses.replace(item, media=media)

@@ -89,9 +89,10 @@ class DirectPreference:
         if settings.vision_pretraining.scenes:
             raise ConfigError("train.objective=dpo tunes a model that already answers: train it first with "
                               "train.vision_pretraining (objective sft), then start DPO from it (train.init_from)")
-        if settings.token_noise:
-            raise ConfigError("train.token_noise is for supervised training (objective sft): a preference pair's "
-                              "two replies must share one context")
+        for noise in ("token_noise", "sentence_only"):
+            if getattr(settings, noise):
+                raise ConfigError(f"train.{noise} is for supervised training (objective sft): a preference pair's "
+                                  "two replies must share one context")
         if settings.dpo_beta <= 0:
             raise ConfigError(f"train.dpo_beta must be above 0, not {settings.dpo_beta}")
         disable_dropout(model)

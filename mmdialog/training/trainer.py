@@ -24,10 +24,11 @@ from tqdm.auto import tqdm
 
 from mmdialog.data.dataset import DialogueDataset, collate
 from mmdialog.data.format import DialogueRecord, LoadReport, load_dialogues
-from mmdialog.data.noise import TokenNoise
+from mmdialog.data.noise import SentenceOnly, TokenNoise
 from mmdialog.device import configure_threads, precision_setting
+from mmdialog.errors import ConfigError
 from mmdialog.model import MultimodalDialogueModel
-from mmdialog.settings import MmdialogConfig, Objective
+from mmdialog.settings import MmdialogConfig, Objective, TextMode
 from mmdialog.training import checkpoints
 from mmdialog.training.checkpoints import TrainerState
 from mmdialog.training.optim import build_optimizer, build_scheduler
@@ -141,8 +142,6 @@ class Trainer:
         self.config = config
         settings = config.train
         if not settings.data:
-            from mmdialog.errors import ConfigError
-
             raise ConfigError("training needs data: set train.data=PATH/TO/train.jsonl")
         self.output_dir = Path(settings.output_dir)
         self.accelerator = Accelerator(
@@ -165,6 +164,10 @@ class Trainer:
         train_set = self.objective.dataset(dialogues, model, speech_modes=settings.speech_modes)
         if settings.token_noise:
             train_set = TokenNoise(train_set, model.tokenizer, config.dialogue, settings.token_noise, settings.seed)
+        if settings.sentence_only:
+            if model.text_mode not in (TextMode.features, TextMode.both):
+                raise ConfigError("train.sentence_only needs a text encoder (text.name) in text.mode features or both")
+            train_set = SentenceOnly(train_set, model.text, settings.sentence_only, settings.seed)
         self.train_set = train_set
         # The loader's own generator: creating an iterator must not draw from the global RNG, or a resumed
         # run's dropout masks would differ from an uninterrupted run's.
@@ -275,8 +278,10 @@ class Trainer:
         stop = state.step >= self.total_steps
         while not stop:
             self.loader.set_epoch(state.epoch)
-            if isinstance(self.train_set, TokenNoise):  # the loader passes the epoch to its sampler only
-                self.train_set.set_epoch(state.epoch)
+            noise = self.train_set
+            while isinstance(noise, (TokenNoise, SentenceOnly)):  # the loader passes the epoch to its sampler only
+                noise.set_epoch(state.epoch)
+                noise = noise.base
             loader = (accelerator.skip_first_batches(self.loader, state.batches_in_epoch)
                       if state.batches_in_epoch else self.loader)
             for batch in loader:
