@@ -302,7 +302,7 @@ class TrainSettings:
     # auto: bf16 (or fp16) on CUDA, none on the CPU; or no | fp16 | bf16 (bf16 autocast also speeds up recent
     # CPUs: the demo recipe's T5 steps take about two thirds of the time).
     mixed_precision: str = "auto"
-    eval_every: int = 100  # optimizer steps
+    eval_every: int = 100  # optimizer steps; the last step is always evaluated too
     save_every: int = 100
     keep_last: int = 2  # checkpoints kept besides the best one
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0: never

@@ -309,7 +309,9 @@ class Trainer:
                     progress.set_postfix({name: f"{value:.4f}" for name, value in last_metrics.items()
                                           if name in ("loss", "accuracy")})
                     window = {}
-                if self.eval_loader is not None and state.step % settings.eval_every == 0:
+                # The last step is always evaluated: "best" must be able to be the model training ended with.
+                if self.eval_loader is not None and (state.step % settings.eval_every == 0
+                                                     or state.step >= self.total_steps):
                     stop = self._after_evaluation(self.evaluate())
                 if state.step % settings.save_every == 0 or state.step >= self.total_steps or stop:
                     self.save_checkpoint()
