@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from encoders.hub import load_or_explain
 from mmdialog.errors import ModelNotAvailableError
@@ -55,7 +56,14 @@ class TextEncoder(nn.Module):
         name = str(settings.name)
         source = str(bundled_text_folder(name)) if name.startswith("bundled:") else name
         tokenizer = load_or_explain("text encoder tokenizer", source, AutoTokenizer.from_pretrained)
-        model = load_or_explain("text encoder", source, AutoModel.from_pretrained)
+        # A progress bar for a 90 MB local load is noise in `chat` and `serve` output.
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            model = load_or_explain("text encoder", source, AutoModel.from_pretrained)
+        finally:
+            if bar_was_on:
+                hf_logging.enable_progress_bar()
         return cls(model, tokenizer, settings)
 
     def train(self, mode: bool = True) -> TextEncoder:

@@ -63,11 +63,14 @@ def info(config: ConfigOption = None, overrides: Overrides = None,
 
     model = load_model(load_config(config, overrides or []), overrides or [])
     cfg = model.config  # a checkpoint's own architecture, with this config's run-time settings
-    parts = {"speech": model.speech, "vision": model.vision, "fusion": model.fusion, "decoder": model.decoder}
+    parts = {"speech": model.speech, "vision": model.vision, "text": model.text, "fusion": model.fusion,
+             "decoder": model.decoder}
     sizes = {}
     for name, module in parts.items():
+        if module is None:
+            continue  # no text encoder
         total, trainable = _count(module)
-        freeze = getattr(cfg, name).freeze.value if name != "fusion" else "full"
+        freeze = {"fusion": "full", "text": "frozen"}.get(name) or getattr(cfg, name).freeze.value
         sizes[name] = {"parameters": total, "trainable": trainable, "freeze": freeze}
     if as_json:
         typer.echo(json.dumps({"config": config_to_dict(cfg), "components": sizes}))
@@ -78,8 +81,10 @@ def info(config: ConfigOption = None, overrides: Overrides = None,
     table = Table(title=f"mmdialog model '{cfg.name}'")
     for column in ("component", "source", "parameters", "trainable", "policy"):
         table.add_column(column)
-    sources = {"speech": cfg.speech.name, "vision": cfg.vision.name, "decoder": cfg.decoder.name,
-               "fusion": f"{cfg.fusion.image.kind.value} / {cfg.fusion.audio.kind.value}"}
+    modalities = ["image", "audio", "text"] if model.text else ["image", "audio"]
+    projectors = [getattr(cfg.fusion, modality).kind.value for modality in modalities]
+    sources = {"speech": cfg.speech.name, "vision": cfg.vision.name, "text": cfg.text.name,
+               "decoder": cfg.decoder.name, "fusion": " / ".join(projectors)}
     for name, size in sizes.items():
         table.add_row(name, sources[name] or "built from config", f"{size['parameters']:,}",
                       f"{size['trainable']:,}", size["freeze"])

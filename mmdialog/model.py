@@ -162,9 +162,12 @@ class MultimodalDialogueModel(nn.Module):
         """Soft tokens for every item: images batched through the vision tower in one pass, and texts through
         the text encoder and its projector."""
         out: list[torch.Tensor | None] = [None] * len(media)
-        texts = [i for i, m in enumerate(media) if m.kind == "text" and m.features is None]
+        texts = [i for i, m in enumerate(media) if m.kind == "text"]
         if texts:
-            features = self._text_encoder().encode([media[i].transcript or "" for i in texts])
+            # Texts cut to their sentence embedding in training (train.sentence_only) come with their features.
+            fresh = iter(self._text_encoder().encode([media[i].transcript or "" for i in texts
+                                                      if media[i].features is None]))
+            features = [media[i].features if media[i].features is not None else next(fresh) for i in texts]
             if "text" in self.zeroed_modalities:
                 features = [torch.zeros_like(f) for f in features]
             tokens = self.fusion("text", torch.cat(features).to(self.device))
