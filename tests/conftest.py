@@ -47,6 +47,19 @@ def build_tiny(*overrides: str, seed: int = 0) -> MultimodalDialogueModel:
     return MultimodalDialogueModel.from_config(load_config("tiny", list(overrides)))
 
 
+def fit(model: MultimodalDialogueModel, inputs: list, steps: int, lr: float = 3e-3) -> tuple[float, float]:
+    """`steps` AdamW steps on the same inputs; the first and the last loss (gradients are left in place)."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model(inputs).loss
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return losses[0], losses[-1]
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     return build_tiny().eval()

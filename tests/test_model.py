@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import audio_media, build_tiny, image_media
+from conftest import audio_media, build_tiny, fit, image_media
 
 from mmdialog.dialogue import Turn, build_model_input
 from mmdialog.model import MultimodalDialogueModel
@@ -143,15 +143,8 @@ def test_training_a_few_steps_fits_a_target():
     """The fused stack can learn: a handful of steps drives the loss on a fixed pair down."""
     model = build_tiny().train()
     inputs = [sample(model, image=True, target="red"), sample(model, image=True, color=(0, 0, 255), target="blue")]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    first = None
-    for _ in range(40):
-        loss = model(inputs).loss
-        first = first if first is not None else loss.item()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < first * 0.3
+    first, last = fit(model, inputs, steps=40)
+    assert last < first * 0.3
 
 
 def test_image_position_embeddings_tell_identical_patches_apart(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import build_tiny, image_media
+from conftest import build_tiny, fit, image_media
 
 from mmdialog.dialogue import Media, Turn, build_model_input
 from mmdialog.errors import InputError
@@ -91,15 +91,8 @@ def test_the_model_learns_from_text_features_and_saves_them(tmp_path):
                                 target=target, text_mode=model.text_mode)
               for t, target in zip(turns, targets, strict=True)]
     assert all(model.tokenizer.convert_ids_to_tokens(i.input_ids).count("<text>") == 1 for i in inputs)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    first = None
-    for _ in range(80):
-        loss = model(inputs).loss
-        first = first if first is not None else loss.item()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < first * 0.1  # the two differ only in the text encoder's features
+    first, last = fit(model, inputs, steps=80)
+    assert last < first * 0.1  # the two differ only in the text encoder's features
     assert model.fusion.projectors["text"].net[0].weight.grad.abs().sum() > 0
     model.eval()
     before = model(inputs).logits

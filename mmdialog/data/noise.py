@@ -21,31 +21,17 @@ from mmdialog.settings import DialogueSettings
 REPLACE, DROP, INSERT = 0, 1, 2
 
 
-def example_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """The random numbers of one example in one epoch: the same whenever it is fetched, so that a resumed run
-    (whose data loader fetched a batch ahead) matches an uninterrupted one."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 10_000_019 + index) % 2**63)
+class ContextNoise(Dataset):
+    """Wraps a dataset of ModelInputs and changes each at random, as a function of (seed, epoch, index) alone:
+    the data loader fetches a batch ahead of the step being trained, so noise drawn from a running generator
+    would differ between a resumed run and an uninterrupted one. The trainer calls set_epoch at the start of
+    every epoch."""
 
-
-class TokenNoise(Dataset):
-    """Wraps a dataset of ModelInputs; each context piece is changed with probability `rate` (one of the three
-    changes, equally likely).
-
-    The noise is a function of (seed, epoch, index) alone: the data loader fetches a batch ahead of the step
-    being trained, so noise drawn from a running generator would differ between a resumed run and an
-    uninterrupted one. The trainer calls set_epoch at the start of every epoch.
-    """
-
-    def __init__(self, base: Dataset, tokenizer, dialogue: DialogueSettings, rate: float, seed: int = 0):
+    def __init__(self, base: Dataset, rate: float, seed: int = 0):
         self.base = base
         self.rate = rate
         self.seed = seed
         self.epoch = 0
-        protected = set(tokenizer.all_special_ids)
-        for prefix in (dialogue.user_prefix, dialogue.assistant_prefix):
-            protected.update(tokenizer(prefix, add_special_tokens=False)["input_ids"])
-        self.protected = protected
-        self.vocabulary = torch.tensor([i for i in range(len(tokenizer)) if i not in protected])
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
@@ -53,10 +39,25 @@ class TokenNoise(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def generator(self, index: int) -> torch.Generator:
+        """The random numbers of example `index` in this epoch: the same whenever it is fetched."""
+        return torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % 2**63)
+
+
+class TokenNoise(ContextNoise):
+    """Each context piece is changed with probability `rate` (one of the three changes, equally likely)."""
+
+    def __init__(self, base: Dataset, tokenizer, dialogue: DialogueSettings, rate: float, seed: int = 0):
+        super().__init__(base, rate, seed)
+        protected = set(tokenizer.all_special_ids)
+        for prefix in (dialogue.user_prefix, dialogue.assistant_prefix):
+            protected.update(tokenizer(prefix, add_special_tokens=False)["input_ids"])
+        self.protected = protected
+        self.vocabulary = torch.tensor([i for i in range(len(tokenizer)) if i not in protected])
+
     def __getitem__(self, index: int) -> ModelInput:
         item = self.base[index]
-        generator = example_generator(self.seed, self.epoch, index)
-        return dataclasses.replace(item, input_ids=self.noisy(item.input_ids, generator))
+        return dataclasses.replace(item, input_ids=self.noisy(item.input_ids, self.generator(index)))
 
     def noisy(self, ids: list[int], generator: torch.Generator) -> list[int]:
         count = len(ids)
@@ -75,35 +76,26 @@ class TokenNoise(Dataset):
         return out
 
 
-class SentenceOnly(Dataset):
-    """Wraps a dataset of ModelInputs; each text item (a person's words for the text encoder) becomes, with
-    probability `rate`, the sentence embedding alone, without the states of its word pieces.
+class SentenceOnly(ContextNoise):
+    """Each text item (a person's words for the text encoder) becomes, with probability `rate`, the sentence
+    embedding alone, without the states of its word pieces.
 
     Word-piece states let the decoder learn what is asked from a few familiar pieces ("what is in the
     middle?"), which a new wording can share while asking something else ("tell me what is in the picture").
     The sentence embedding is what the encoder was trained to make alike for sentences that mean the same;
-    without the pieces, the decoder has to learn to read it. Random like TokenNoise: by (seed, epoch, index).
+    without the pieces, the decoder has to learn to read it.
     """
 
     def __init__(self, base: Dataset, text_encoder, rate: float, seed: int = 0):
-        self.base = base
+        super().__init__(base, rate, seed)
         self.text_encoder = text_encoder
-        self.rate = rate
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __getitem__(self, index: int) -> ModelInput:
         item = self.base[index]
         texts = [i for i, m in enumerate(item.media) if m.kind == "text"]
         if not texts:
             return item
-        chosen = (torch.rand(len(texts), generator=example_generator(self.seed, self.epoch, index)) < self.rate)
+        chosen = torch.rand(len(texts), generator=self.generator(index)) < self.rate
         media = list(item.media)
         for i, cut in zip(texts, chosen.tolist(), strict=True):
             if cut:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from mmdialog.data.dataset import DialogueDataset, collate
 from mmdialog.data.format import DialogueRecord, LoadReport, load_dialogues
-from mmdialog.data.noise import SentenceOnly, TokenNoise
+from mmdialog.data.noise import ContextNoise, SentenceOnly, TokenNoise
 from mmdialog.device import configure_threads, precision_setting
 from mmdialog.errors import ConfigError
 from mmdialog.model import MultimodalDialogueModel
@@ -279,7 +279,7 @@ class Trainer:
         while not stop:
             self.loader.set_epoch(state.epoch)
             noise = self.train_set
-            while isinstance(noise, (TokenNoise, SentenceOnly)):  # the loader passes the epoch to its sampler only
+            while isinstance(noise, ContextNoise):  # the loader passes the epoch to its sampler only
                 noise.set_epoch(state.epoch)
                 noise = noise.base
             loader = (accelerator.skip_first_batches(self.loader, state.batches_in_epoch)
