@@ -8,6 +8,7 @@ of wording. The encoder never trains, so its features are computed once per text
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +51,8 @@ class TextEncoder(nn.Module):
         self.settings = settings
         self.hidden_size: int = model.config.hidden_size
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        # The app's sessions encode at the same time: the cache and the tokenizer are shared.
+        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: TextSettings) -> TextEncoder:
@@ -72,19 +75,20 @@ class TextEncoder(nn.Module):
         return self
 
     def _ids(self, text: str) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=True, truncation=True,
-                             max_length=self.settings.max_tokens)["input_ids"]
-        return ids
+        return self.tokenizer(text, truncation=True, max_length=self.settings.max_tokens)["input_ids"]
 
     def feature_length(self, text: str) -> int:
         """How many feature vectors `text` becomes (its word pieces, plus the sentence embedding)."""
-        if text in self._cache:
-            return int(self._cache[text].shape[0])
-        return len(self._ids(text)) - 1  # [CLS] and [SEP] go, the sentence embedding comes
+        with self._lock:  # a fast tokenizer that truncates must not be called from two threads at once
+            return len(self._ids(text)) - 1  # [CLS] and [SEP] go, the sentence embedding comes
 
-    @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> list[torch.Tensor]:
         """Features of each text, on the encoder's device; computed once per distinct text."""
+        with self._lock:
+            return self._encode_locked(texts)
+
+    @torch.no_grad()
+    def _encode_locked(self, texts: Sequence[str]) -> list[torch.Tensor]:
         fresh = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if fresh:
             device = next(self.model.parameters()).device

@@ -149,3 +149,30 @@ def test_sentence_only_needs_a_text_encoder(tmp_path):
     with pytest.raises(ConfigError, match="train.sentence_only needs a text encoder"):
         Trainer(load_config("tiny", [f"train.data={data}", "train.sentence_only=0.5",
                                      f"train.output_dir={tmp_path}/run"]))
+
+
+def test_sessions_may_encode_at_the_same_time(model):
+    """The app's sessions share one text encoder: its cache (tiny here, so entries are evicted all the time) and
+    its tokenizer must survive two threads."""
+    import threading
+
+    from encoders.text import TextEncoder
+    from mmdialog.settings import TextSettings
+
+    shared = TextEncoder(model.text.model, model.text.tokenizer, TextSettings(name="bundled:minilm", cache_size=4))
+    failures: list[BaseException] = []
+
+    def ask(prefix: str) -> None:
+        try:
+            for i in range(60):
+                text = f"{prefix} question number {i % 12}"
+                assert shared.encode([text])[0].shape[0] == shared.feature_length(text)
+        except BaseException as exc:  # noqa: BLE001 - any failure in the thread fails the test
+            failures.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(name,)) for name in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
