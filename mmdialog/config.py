@@ -129,7 +129,7 @@ def _to_config(merged: DictConfig) -> MmdialogConfig:
     return result
 
 
-_PATH_KEYS = ("checkpoint", "speech.name", "vision.name", "decoder.name", "decoder.tokenizer", "tts.voice",
+_PATH_KEYS = ("checkpoint", "speech.name", "vision.name", "text.name", "decoder.name", "decoder.tokenizer", "tts.voice",
               "tts.model_config", "tts.model_checkpoint", "train.data", "train.eval_data", "train.init_from",
               "train.output_dir", "train.vision_pretraining.scenes", "train.reference")
 
