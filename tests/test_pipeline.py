@@ -36,8 +36,15 @@ def colour_model(tmp_path_factory):
     write_colour_dataset(folder, dialogues=30, seed=3, with_audio=False)
     describe = [{"turns": [{"role": "user", "text": "<image> describe it", "images": ["images/red.png"]},
                            {"role": "assistant", "text": TWO_SENTENCES}]} for _ in range(10)]
+    # A second picture in the same conversation, as test_image_features_are_reused_within_a_session shows one.
+    colours = list(COLOURS)
+    second = [{"turns": [
+        {"role": "user", "text": "<image> what colour is it?", "images": [f"images/{first}.png"]},
+        {"role": "assistant", "text": first},
+        {"role": "user", "text": "<image> what colour is it?", "images": [f"images/{then}.png"]},
+        {"role": "assistant", "text": then}]} for first in colours for then in colours]
     lines = (folder / "train.jsonl").read_text().splitlines()
-    write_dialogues(folder / "mixed.jsonl", [*map(json.loads, lines), *describe])
+    write_dialogues(folder / "mixed.jsonl", [*map(json.loads, lines), *describe, *second])
     return train_tiny(folder / "mixed.jsonl", folder / "run", steps=800)
 
 

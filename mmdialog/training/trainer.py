@@ -18,6 +18,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -144,6 +145,10 @@ class Trainer:
         if not settings.data:
             raise ConfigError("training needs data: set train.data=PATH/TO/train.jsonl")
         self.output_dir = Path(settings.output_dir)
+        # accelerate keeps one precision per process and refuses another one later: a second training in
+        # the same process (a notebook, a test session) with another train.mixed_precision would fail. Its
+        # distributed state (PartialState) stays as it is.
+        AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(
             cpu=config.runtime.device == "cpu" or not torch.cuda.is_available(),
             gradient_accumulation_steps=settings.gradient_accumulation,
