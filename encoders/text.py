@@ -74,13 +74,14 @@ class TextEncoder(nn.Module):
         self.model.eval()  # frozen: its dropout must never noise the features
         return self
 
-    def _ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, truncation=True, max_length=self.settings.max_tokens)["input_ids"]
-
     def feature_length(self, text: str) -> int:
         """How many feature vectors `text` becomes (its word pieces, plus the sentence embedding)."""
         with self._lock:  # a fast tokenizer that truncates must not be called from two threads at once
-            return len(self._ids(text)) - 1  # [CLS] and [SEP] go, the sentence embedding comes
+            cached = self._cache.get(text)
+            if cached is not None:  # training asks again for every example: no second tokenization
+                return int(cached.shape[0])
+            ids = self.tokenizer(text, truncation=True, max_length=self.settings.max_tokens)["input_ids"]
+            return len(ids) - 1  # [CLS] and [SEP] go, the sentence embedding comes
 
     def encode(self, texts: Sequence[str]) -> list[torch.Tensor]:
         """Features of each text, on the encoder's device; computed once per distinct text."""
