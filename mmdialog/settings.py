@@ -319,6 +319,15 @@ class TrainSettings:
     # its word pieces' states (mmdialog/data/noise.py): what is asked is then read from the sentence as a whole,
     # which carries over to wordings training never used. Needs text.name; supervised training only.
     sentence_only: float = 0.0
+    # Share of clips in examples of speech mode `both` whose soft tokens come from another clip while the
+    # transcript stays (mmdialog/data/noise.py): the decoder learns not to trust a clip over its transcript
+    # blindly. Supervised training only.
+    audio_swap: float = 0.0
+    # Examples drawn in proportion to a weight by the value of one tag in their dialogue's meta
+    # (mmdialog/data/sampling.py), e.g. sample_weight_key: family, sample_weights: {describe: 2.0}; values not
+    # listed weigh 1. Empty: every example once per epoch, shuffled.
+    sample_weight_key: str = "family"
+    sample_weights: dict[str, float] = field(default_factory=dict)
     vision_pretraining: VisionPretrainingSettings = field(default_factory=VisionPretrainingSettings)
     # dpo: `data` and `eval_data` hold preference pairs (mmdialog/data/format.py); see mmdialog/training/dpo.py.
     objective: Objective = Objective.sft

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 from torch.utils.data import Dataset
@@ -38,7 +39,8 @@ class DialogueDataset(Dataset):
     def __len__(self) -> int:
         return len(self.examples)
 
-    def _media(self, kind: str, path, transcript: str | None = None) -> Media:
+    def media(self, kind: str, path, transcript: str | None = None) -> Media:
+        """One image or clip, preprocessed (and cached, see __init__)."""
         key = f"{kind}:{path}"
         if self._cache is not None and key in self._cache:
             return self._cache[key]
@@ -48,8 +50,8 @@ class DialogueDataset(Dataset):
         return media
 
     def _turn(self, record: TurnRecord) -> Turn:
-        media = [self._media("image", p) for p in record.images]
-        media += [self._media("audio", a.path, a.transcript) for a in record.audio]
+        media = [self.media("image", p) for p in record.images]
+        media += [self.media("audio", a.path, a.transcript) for a in record.audio]
         return Turn(record.role, with_markers(record.text, media), media)  # type: ignore[arg-type]
 
     def modalities(self, index: int) -> str:
@@ -58,6 +60,15 @@ class DialogueDataset(Dataset):
         kinds = {k for t in self.dialogues[dialogue].turns[:target] for k, items in
                  (("image", t.images), ("audio", t.audio)) if items}
         return "+".join(sorted(kinds)) or "text"
+
+    def speech_mode(self, index: int) -> SpeechMode:
+        """The speech mode example `index` is built with."""
+        return self.speech_modes[index % len(self.speech_modes)] if self.speech_modes else self.model.config.speech.mode
+
+    def audio_refs(self) -> list[tuple[Path, str | None]]:
+        """Every distinct clip the dialogues hold, as (path, transcript), in a fixed order."""
+        refs = {(a.path, a.transcript) for d in self.dialogues for t in d.turns for a in t.audio}
+        return sorted(refs, key=lambda ref: (str(ref[0]), ref[1] or ""))
 
     def meta(self, index: int) -> dict:
         return self.dialogues[self.examples[index][0]].meta
@@ -70,9 +81,7 @@ class DialogueDataset(Dataset):
         """The example's context with `target` as the reply to learn."""
         dialogue, end = self.examples[index]
         history = [self._turn(t) for t in self.dialogues[dialogue].turns[:end]]
-        cfg = self.model.config
-        mode = self.speech_modes[index % len(self.speech_modes)] if self.speech_modes else cfg.speech.mode
-        return build_model_input(history, self.model.tokenizer, cfg.dialogue, mode,
+        return build_model_input(history, self.model.tokenizer, self.model.config.dialogue, self.speech_mode(index),
                                  self.model.soft_token_count, target=target, text_mode=self.model.text_mode)
 
     def __getitem__(self, index: int) -> ModelInput:

@@ -1,5 +1,5 @@
-"""Noise on the dialogue context, for training only: word pieces (train.token_noise) and a text encoder's
-word-piece states (train.sentence_only).
+"""Noise on the dialogue context, for training only: word pieces (train.token_noise), a text encoder's
+word-piece states (train.sentence_only) and clips paired with another clip's transcript (train.audio_swap).
 
 A model trained from scratch has never seen most words: a question worded in a way training never used
 ("count the stars in the picture" for "how many stars are there?") brings word pieces whose embeddings are
@@ -15,8 +15,9 @@ import dataclasses
 import torch
 from torch.utils.data import Dataset
 
+from mmdialog.data.dataset import DialogueDataset
 from mmdialog.dialogue import ModelInput
-from mmdialog.settings import DialogueSettings
+from mmdialog.settings import DialogueSettings, SpeechMode
 
 REPLACE, DROP, INSERT = 0, 1, 2
 
@@ -101,4 +102,34 @@ class SentenceOnly(ContextNoise):
             if cut:
                 sentence = self.text_encoder.encode([media[i].transcript or ""])[0][:1]
                 media[i] = dataclasses.replace(media[i], features=sentence)
+        return dataclasses.replace(item, media=media)
+
+
+class AudioSwap(ContextNoise):
+    """In examples built in speech mode `both`, each clip's soft tokens come, with probability `rate`, from
+    another clip of the data, while the transcript stays the one of what was said.
+
+    Training clips are a finite set, each heard in many dialogues: the decoder learns to tell what was asked
+    from the clip alone, trusts it over the transcript (which Whisper gets wrong now and then), and then
+    answers a clip worded in a way it never heard as if it were a familiar one, even when the transcript is
+    right. With some clips not matching their transcript, it learns to check one against the other.
+    """
+
+    def __init__(self, base: DialogueDataset, rate: float, seed: int = 0):
+        super().__init__(base, rate, seed)
+        self.refs = base.audio_refs()
+
+    def __getitem__(self, index: int) -> ModelInput:
+        base: DialogueDataset = self.base  # type: ignore[assignment]
+        item = base[index]
+        clips = [i for i, m in enumerate(item.media) if m.kind == "audio"]
+        if not clips or len(self.refs) < 2 or base.speech_mode(index) != SpeechMode.both:
+            return item
+        generator = self.generator(index)
+        swapped = (torch.rand(len(clips), generator=generator) < self.rate).tolist()
+        others = torch.randint(0, len(self.refs), (len(clips),), generator=generator).tolist()
+        media = list(item.media)
+        for i, swap, other in zip(clips, swapped, others, strict=True):
+            if swap:
+                media[i] = base.media("audio", *self.refs[other])
         return dataclasses.replace(item, media=media)

@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from mmdialog.data.dataset import DialogueDataset, collate
 from mmdialog.data.format import DialogueRecord, LoadReport, load_dialogues
-from mmdialog.data.noise import ContextNoise, SentenceOnly, TokenNoise
+from mmdialog.data.noise import AudioSwap, ContextNoise, SentenceOnly, TokenNoise
+from mmdialog.data.sampling import WeightedEpochSampler, example_weights
 from mmdialog.device import configure_threads, precision_setting
 from mmdialog.errors import ConfigError
 from mmdialog.model import MultimodalDialogueModel
@@ -124,6 +125,35 @@ def build_objective(config: MmdialogConfig, model: MultimodalDialogueModel,
     return Supervised()
 
 
+def _with_noise(config: MmdialogConfig, model: MultimodalDialogueModel, dataset: Dataset) -> Dataset:
+    """The training set wrapped in the context noise the config asks for (mmdialog/data/noise.py)."""
+    settings = config.train
+    noisy = (settings.audio_swap, settings.token_noise, settings.sentence_only)
+    if any(noisy) and settings.objective != Objective.sft:
+        raise ConfigError("train.audio_swap, token_noise and sentence_only are for supervised training (objective sft)")
+    if settings.audio_swap:
+        dataset = AudioSwap(dataset, settings.audio_swap, settings.seed)  # type: ignore[arg-type]
+    if settings.token_noise:
+        dataset = TokenNoise(dataset, model.tokenizer, config.dialogue, settings.token_noise, settings.seed)
+    if settings.sentence_only:
+        if model.text_mode not in (TextMode.features, TextMode.both):
+            raise ConfigError("train.sentence_only needs a text encoder (text.name) in text.mode features or both")
+        dataset = SentenceOnly(dataset, model.text, settings.sentence_only, settings.seed)
+    return dataset
+
+
+def _weighted_sampler(settings, dataset: Dataset) -> WeightedEpochSampler | None:
+    """train.sample_weights as a sampler over the examples, by their dialogue's meta; None without weights."""
+    if not settings.sample_weights:
+        return None
+    base = dataset
+    while isinstance(base, ContextNoise):
+        base = base.base
+    metas = [base.meta(i) for i in range(len(base))]  # type: ignore[attr-defined,arg-type]
+    return WeightedEpochSampler(example_weights(metas, settings.sample_weight_key, settings.sample_weights),
+                                settings.seed)
+
+
 def _summed(stats: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.stack([value.detach().float().reshape(()) for value in stats.values()])
 
@@ -166,18 +196,14 @@ class Trainer:
         model = build_model(config)
         self.objective = build_objective(config, model, self.accelerator)
         dialogues, self.data_report = self.objective.load(settings.data, settings.skip_bad)
-        train_set = self.objective.dataset(dialogues, model, speech_modes=settings.speech_modes)
-        if settings.token_noise:
-            train_set = TokenNoise(train_set, model.tokenizer, config.dialogue, settings.token_noise, settings.seed)
-        if settings.sentence_only:
-            if model.text_mode not in (TextMode.features, TextMode.both):
-                raise ConfigError("train.sentence_only needs a text encoder (text.name) in text.mode features or both")
-            train_set = SentenceOnly(train_set, model.text, settings.sentence_only, settings.seed)
-        self.train_set = train_set
+        self.train_set = train_set = _with_noise(config, model, self.objective.dataset(
+            dialogues, model, speech_modes=settings.speech_modes))
         # The loader's own generator: creating an iterator must not draw from the global RNG, or a resumed
         # run's dropout masks would differ from an uninterrupted run's.
-        loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, collate_fn=collate,
-                            num_workers=settings.num_workers, generator=torch.Generator().manual_seed(settings.seed))
+        sampler = _weighted_sampler(settings, train_set)
+        loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=sampler is None, sampler=sampler,
+                            collate_fn=collate, num_workers=settings.num_workers,
+                            generator=torch.Generator().manual_seed(settings.seed))
         self.eval_loader = None
         if settings.eval_data:
             eval_dialogues, _ = self.objective.load(settings.eval_data, settings.skip_bad)
