@@ -30,7 +30,7 @@ from mmdialog.data.sampling import WeightedEpochSampler, example_weights
 from mmdialog.device import configure_threads, precision_setting
 from mmdialog.errors import ConfigError
 from mmdialog.model import MultimodalDialogueModel
-from mmdialog.settings import MmdialogConfig, Objective, TextMode
+from mmdialog.settings import MmdialogConfig, Objective, TextMode, TrainSettings
 from mmdialog.training import checkpoints
 from mmdialog.training.checkpoints import TrainerState
 from mmdialog.training.optim import build_optimizer, build_scheduler
@@ -142,14 +142,11 @@ def _with_noise(config: MmdialogConfig, model: MultimodalDialogueModel, dataset:
     return dataset
 
 
-def _weighted_sampler(settings, dataset: Dataset) -> WeightedEpochSampler | None:
+def _weighted_sampler(settings: TrainSettings, dataset: DialogueDataset) -> WeightedEpochSampler | None:
     """train.sample_weights as a sampler over the examples, by their dialogue's meta; None without weights."""
     if not settings.sample_weights:
         return None
-    base = dataset
-    while isinstance(base, ContextNoise):
-        base = base.base
-    metas = [base.meta(i) for i in range(len(base))]  # type: ignore[attr-defined,arg-type]
+    metas = [dataset.meta(i) for i in range(len(dataset))]
     return WeightedEpochSampler(example_weights(metas, settings.sample_weight_key, settings.sample_weights),
                                 settings.seed)
 
@@ -196,11 +193,11 @@ class Trainer:
         model = build_model(config)
         self.objective = build_objective(config, model, self.accelerator)
         dialogues, self.data_report = self.objective.load(settings.data, settings.skip_bad)
-        self.train_set = train_set = _with_noise(config, model, self.objective.dataset(
-            dialogues, model, speech_modes=settings.speech_modes))
+        examples = self.objective.dataset(dialogues, model, speech_modes=settings.speech_modes)
+        sampler = _weighted_sampler(settings, examples)
+        self.train_set = train_set = _with_noise(config, model, examples)
         # The loader's own generator: creating an iterator must not draw from the global RNG, or a resumed
         # run's dropout masks would differ from an uninterrupted run's.
-        sampler = _weighted_sampler(settings, train_set)
         loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=sampler is None, sampler=sampler,
                             collate_fn=collate, num_workers=settings.num_workers,
                             generator=torch.Generator().manual_seed(settings.seed))
