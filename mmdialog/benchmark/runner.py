@@ -73,6 +73,8 @@ def _ours(pipeline: DialoguePipeline, scenario: Scenario, **generation) -> list[
     turns = []
     for turn in scenario.turns:
         reply = pipeline.respond(session, text=turn.text or None, image=turn.image, audio=turn.audio, **generation)
+        if reply.error is not None:  # a failed turn's timings stop where it failed: they must not join the medians
+            raise RuntimeError(f"a turn of scenario {scenario.name} failed ({reply.error}); see the log above")
         turns.append((reply.text, reply.timings_ms))
     return turns
 
