@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from mmdialog.cli import app
 from mmdialog.config import load_config
 from mmdialog.errors import ConfigError
-from mmdialog.evaluation import Scored, normalize_answer, report, summarize
+from mmdialog.evaluation import Scored, groups_of, normalize_answer, report, summarize
 from mmdialog.loading import load_model
 
 
@@ -29,6 +29,15 @@ def test_report_breaks_down_by_group():
     result = report(scored)
     assert result["by_modality"]["image"]["exact_match"] == 1.0
     assert result["by_family"]["greeting"]["exact_match"] == 0.0
+
+
+def test_held_out_slices_are_also_reported_per_input_form():
+    meta = {"family": "shape", "form": "spoken+image", "unseen_phrasing": True, "unseen_voice": False}
+    assert groups_of("audio+image", meta) == {
+        "modality": "audio+image", "family": "shape", "form": "spoken+image",
+        "unseen_phrasing": "yes", "unseen_phrasing_by_form": "spoken+image/yes",
+        "unseen_voice": "no", "unseen_voice_by_form": "spoken+image/no"}
+    assert groups_of("text", {"unseen_combo": False}) == {"modality": "text", "unseen_combo": "no"}
 
 
 @pytest.mark.slow
