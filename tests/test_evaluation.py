@@ -34,7 +34,7 @@ def test_report_breaks_down_by_group():
 def test_held_out_slices_are_also_reported_per_input_form():
     meta = {"family": "shape", "form": "spoken+image", "unseen_phrasing": True, "unseen_voice": False}
     assert groups_of("audio+image", meta) == {
-        "modality": "audio+image", "family": "shape", "form": "spoken+image",
+        "modality": "audio+image", "family": "shape", "form": "spoken+image", "family_by_form": "spoken+image/shape",
         "unseen_phrasing": "yes", "unseen_phrasing_by_form": "spoken+image/yes",
         "unseen_voice": "no", "unseen_voice_by_form": "spoken+image/no"}
     assert groups_of("text", {"unseen_combo": False}) == {"modality": "text", "unseen_combo": "no"}
