@@ -190,6 +190,7 @@ class SpeechEncoder(nn.Module):
             fp16=features.dtype == torch.float16,
             sample_len=self.settings.max_transcript_tokens,
             beam_size=self.settings.beam_size if self.settings.beam_size > 1 else None,
+            prompt=self.settings.prompt or None,
         )
         with self.decode_lock, torch.inference_mode():
             task = _PrecomputedFeaturesTask(self.whisper, options)

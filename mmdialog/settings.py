@@ -78,6 +78,9 @@ class SpeechSettings:
     language: str = "en"
     max_transcript_tokens: int = 96
     beam_size: int = 1
+    # Whisper's initial prompt: words this deployment expects to hear (a kiosk's names, its objects). Given as
+    # text that came before the clip, it pulls near-misses towards them; empty for open conversation.
+    prompt: str = ""
 
 
 @dataclass

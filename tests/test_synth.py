@@ -14,11 +14,12 @@ import soundfile as sf
 from PIL import Image
 from safetensors.numpy import load_file
 
+from mmdialog.config import load_config
 from mmdialog.data.format import load_dialogues
 from mmdialog.synth import family_chance, generate_world
 from mmdialog.synth.render import render_scene
 from mmdialog.synth.scenes import COLOURS, PLURALS, SHAPES, SIDES, Background, Scene
-from mmdialog.synth.speech import TEST_VOICE, dress, voices_for
+from mmdialog.synth.speech import TEST_VOICE, VOCABULARY_PROMPT, dress, voices_for
 from mmdialog.synth.templates import KIOSK_QUESTIONS, QUESTIONS
 
 SPLITS = ("train", "valid", "test")
@@ -254,6 +255,12 @@ def test_every_text_has_its_own_fixed_training_voices() -> None:
     assert voices[0].engine == "piper" and {v.engine for v in voices[1:]} == {"espeak"}
     assert TEST_VOICE not in voices
     assert len({voices_for(f"what color is the {s}?") for s in SHAPES}) > 1
+
+
+def test_the_demo_recipe_hears_with_the_prompt_that_made_its_transcripts() -> None:
+    """Training transcripts and the trained model's own transcripts at run time come from the same prompt."""
+    assert load_config("train/demo").speech.prompt == VOCABULARY_PROMPT
+    assert all(word in VOCABULARY_PROMPT for word in (*COLOURS, *SHAPES, *SIDES))
 
 
 def test_noise_and_silence_are_fixed_by_the_clip_key() -> None:

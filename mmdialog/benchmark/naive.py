@@ -46,7 +46,8 @@ class NaiveCascade:
             if mode != SpeechMode.features:
                 with model.speech.decode_lock:  # transcribe() installs hooks on the shared model
                     result = whisper.transcribe(model.speech.whisper, samples, fp16=False,
-                                                language=model.config.speech.language)
+                                                language=model.config.speech.language,
+                                                initial_prompt=model.config.speech.prompt or None)
                 transcript = str(result["text"]).strip()
             states = model.speech.fusion_states(model.speech.log_mel(samples).unsqueeze(0).to(model.device))[0]
             clock.stage("asr", start)
