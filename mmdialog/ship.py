@@ -21,5 +21,7 @@ def ship(source: Path, destination: Path) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m mmdialog.ship TRAINED_MODEL_DIR DESTINATION_DIR")
     size = ship(Path(sys.argv[1]), Path(sys.argv[2]))
     print(f"wrote {sys.argv[2]} ({size / 1e6:.1f} MB)")
