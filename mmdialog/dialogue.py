@@ -4,7 +4,8 @@ A turn's text holds `<image>` / `<audio>` markers where its media go. Speech mod
 marker becomes: the Whisper transcript as text (`transcript`), soft tokens (`features`), or both. With a text
 encoder, text mode decides what a person's words (typed, or a transcript) become: word pieces (`tokens`), a
 `<text>` marker for the text encoder's soft tokens (`features`), or both. The input budget counts soft tokens
-too, and drops the oldest turns first.
+too, and drops the oldest turns first; `dialogue.context_from_latest_image` drops every turn before the
+latest picture.
 """
 
 from __future__ import annotations
@@ -129,8 +130,14 @@ def build_model_input(
         cost = len(ids) - len(media) + sum(soft_tokens(m) for m in media)
         encoded.append((ids, media, cost))
 
-    budget = settings.max_input_tokens - 1  # room for EOS
     dropped = 0
+    if settings.context_from_latest_image:
+        pictured = [i for i, turn in enumerate(history)
+                    if turn.role == "user" and any(m.kind == "image" for m in turn.media)]
+        if pictured:
+            dropped = pictured[-1]
+            encoded = encoded[dropped:]
+    budget = settings.max_input_tokens - 1  # room for EOS
     while len(encoded) > 1 and sum(cost for _, _, cost in encoded) > budget:
         encoded.pop(0)
         dropped += 1

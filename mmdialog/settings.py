@@ -161,6 +161,10 @@ class DialogueSettings:
     max_target_tokens: int = 64
     user_prefix: str = "user:"
     assistant_prefix: str = "assistant:"
+    # The model's input starts at the latest user turn that shows a picture; the session keeps every turn.
+    # For models trained on one picture per dialogue (the demo world): given an earlier turn about nothing or
+    # about another picture, they answer about the wrong one ("purple" for a green circle after a noisy clip).
+    context_from_latest_image: bool = False
 
 
 @dataclass

@@ -49,6 +49,25 @@ def test_budget_drops_the_oldest_turns_first_and_counts_soft_tokens(tiny_model):
     assert squeezed.dropped_turns > tight.dropped_turns
 
 
+def test_a_new_picture_starts_the_context_afresh_when_asked(tiny_model):
+    history = [Turn("user", "<audio>", [audio_media(tiny_model, transcript="i am not a star")]),
+               Turn("assistant", "no"),
+               Turn("user", "<image> what color is the circle?", [image_media(tiny_model)]),
+               Turn("assistant", "green"),
+               Turn("user", "and the star?")]
+    kept = build_model_input(history, tiny_model.tokenizer, DialogueSettings(context_from_latest_image=True),
+                             SpeechMode.both, tiny_model.soft_token_count)
+    text = text_of(tiny_model, kept)
+    assert kept.dropped_turns == 2 and "not a star" not in text and len(kept.media) == 1
+    assert "what color is the circle?" in text and "and the star?" in text
+    # Off (the default), and with no picture at all, every turn stays.
+    every = encode(tiny_model, history)
+    assert every.dropped_turns == 0 and "not a star" in text_of(tiny_model, every)
+    no_picture = [history[0], history[1], history[4]]
+    assert build_model_input(no_picture, tiny_model.tokenizer, DialogueSettings(context_from_latest_image=True),
+                             SpeechMode.both, tiny_model.soft_token_count).dropped_turns == 0
+
+
 def test_single_overlong_turn_keeps_its_media_and_newest_words(tiny_model):
     turn = Turn("user", "<image> " + "word " * 500 + "final question", [image_media(tiny_model)])
     item = encode(tiny_model, [turn], budget=64)
