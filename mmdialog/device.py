@@ -10,6 +10,14 @@ from mmdialog.errors import ConfigError
 from mmdialog.settings import RuntimeSettings
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 itself (AVX512-BF16 or AMX). Without either, bf16 autocast is
+    emulated: the demo recipe's steps took 7.4 s instead of 0.3 s in fp32 on an AVX2-only EPYC."""
+    # torch's own CPU feature checks; private names, so looked up with a default should a release drop them.
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def resolve_device(settings: RuntimeSettings) -> torch.device:
     if settings.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -306,8 +306,8 @@ class TrainSettings:
     schedule: Schedule = Schedule.cosine
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
-    # auto: bf16 (or fp16) on CUDA, none on the CPU; or no | fp16 | bf16 (bf16 autocast also speeds up recent
-    # CPUs: the demo recipe's T5 steps take about two thirds of the time).
+    # auto: bf16 (or fp16) on CUDA; on the CPU bf16 where it computes bf16 natively (AVX512-BF16 or AMX: the
+    # demo recipe's steps take about two thirds of the time), else none; or no | fp16 | bf16.
     mixed_precision: str = "auto"
     eval_every: int = 100  # optimizer steps; the last step is always evaluated too
     save_every: int = 100

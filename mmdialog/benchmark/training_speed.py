@@ -21,14 +21,14 @@ from mmdialog.loading import load_model
 from mmdialog.settings import MmdialogConfig
 from mmdialog.synth import generate_world
 from mmdialog.training.optim import build_optimizer
-from mmdialog.training.trainer import mixed_precision, token_loss
+from mmdialog.training.trainer import mixed_precision, token_loss, trains_on_cpu
 
 WARM_UP_STEPS = 3  # kernels chosen, caches filled: not what a long run pays per step
 
 
 def training_speed(config: MmdialogConfig, steps: int = 20, batch_size: int = 8) -> dict:
-    accelerator = Accelerator(cpu=config.runtime.device == "cpu" or not torch.cuda.is_available(),
-                              mixed_precision=mixed_precision(config.train.mixed_precision))
+    on_cpu = trains_on_cpu(config)
+    accelerator = Accelerator(cpu=on_cpu, mixed_precision=mixed_precision(config.train.mixed_precision, not on_cpu))
     model = load_model(config)
     with tempfile.TemporaryDirectory() as folder:
         generate_world(Path(folder), seed=0, scenes_train=max(8, batch_size), scenes_valid=1, scenes_test=1,
