@@ -173,14 +173,19 @@ class MultimodalDialogueModel(nn.Module):
             tokens = self.fusion("text", torch.cat(features).to(self.device))
             for i, part in zip(texts, tokens.split([len(f) for f in features]), strict=True):
                 out[i] = part
-        fresh_images = [i for i, m in enumerate(media) if m.kind == "image" and m.features is None]
-        if fresh_images:
-            pixels = torch.stack([media[i].pixel_values for i in fresh_images]).to(self.device)
-            features = self.vision(pixels)
+        images = [i for i, m in enumerate(media) if m.kind == "image"]
+        if images:
+            # Fresh pixels go through the tower in one pass; features computed before (a frozen tower's, cached
+            # by the training data) join them, so the projector runs once for all.
+            fresh = [i for i in images if media[i].features is None]
+            computed = iter(self.vision(torch.stack([media[i].pixel_values for i in fresh]).to(self.device))
+                            if fresh else [])
+            features = torch.stack([next(computed) if media[i].features is None else media[i].features.to(self.device)
+                                    for i in images])
             if "image" in self.zeroed_modalities:
                 features = torch.zeros_like(features)
             tokens = self.fusion("image", features)
-            for row, i in enumerate(fresh_images):
+            for row, i in enumerate(images):
                 out[i] = tokens[row]
         for i, item in enumerate(media):
             if out[i] is None:

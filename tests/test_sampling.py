@@ -11,7 +11,7 @@ from data_factory import write_colour_dataset
 from mmdialog.data.dataset import DialogueDataset
 from mmdialog.data.format import load_dialogues
 from mmdialog.data.noise import AudioSwap
-from mmdialog.data.sampling import WeightedEpochSampler, example_weights
+from mmdialog.data.sampling import LengthSortedSampler, WeightedEpochSampler, example_weights
 from mmdialog.errors import ConfigError
 from mmdialog.settings import SpeechMode
 
@@ -32,6 +32,11 @@ def test_examples_are_drawn_in_proportion_to_their_family_weight():
     assert list(sampler) != first
     sampler.set_epoch(3)
     assert list(sampler) == first  # an epoch's draw depends on (seed, epoch) alone: resuming repeats it
+
+
+def test_evaluation_order_is_shortest_first():
+    lengths = [5, 1, 4, 1, 9]
+    assert [lengths[i] for i in LengthSortedSampler(len(lengths), lengths.__getitem__)] == [1, 1, 4, 5, 9]
 
 
 def test_weights_for_values_no_example_has_are_a_clear_error():

@@ -7,12 +7,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import torch
 from torch.utils.data import Dataset
 
 from mmdialog.data.format import DialogueRecord, PreferenceRecord, TurnRecord
 from mmdialog.dialogue import Media, ModelInput, Turn, build_model_input, with_markers
 from mmdialog.media import MediaPreparer
-from mmdialog.settings import SpeechMode
+from mmdialog.settings import Freeze, SpeechMode
+
+
+def encoder_length(item: ModelInput, model) -> int:
+    """How many embeddings `item` gives the encoder: its tokens, with each marker replaced by its soft tokens."""
+    return len(item.input_ids) - len(item.media) + sum(model.soft_token_count(m) for m in item.media)
 
 
 class DialogueDataset(Dataset):
@@ -30,6 +36,9 @@ class DialogueDataset(Dataset):
         # while the encoders it feeds are frozen (features are cached with the audio); the preprocessed
         # pixels and mels themselves never change.
         self._cache: dict[str, Media] | None = {} if cache_media else None
+        # Built inputs, by index: an example's input depends on its index alone (speech mode included), and a
+        # run draws each example several times. Kept only while media are cached, for the same reason.
+        self._built: dict[int, ModelInput] = {}
 
     def _examples(self) -> list[tuple[int, int]]:
         """(dialogue, position of the target): the context is every turn before that position."""
@@ -48,6 +57,25 @@ class DialogueDataset(Dataset):
         if self._cache is not None:
             self._cache[key] = media
         return media
+
+    @torch.no_grad()
+    def cache_image_features(self, batch_size: int = 128) -> int:
+        """Run the vision tower once over every image of the dialogues and keep its features, so that training
+        steps skip it. Only for a frozen tower, and only once its weights are final (after vision pretraining
+        or a resume). Returns how many images it encoded."""
+        if self._cache is None or self.model.config.vision.freeze != Freeze.frozen:
+            return 0
+        paths = sorted({p for d in self.dialogues for t in d.turns for p in t.images}, key=str)
+        vision, was_training = self.model.vision, self.model.vision.training
+        vision.eval()
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
+            pixels = torch.stack([self.media("image", p).pixel_values for p in chunk]).to(self.model.device)
+            for path, features in zip(chunk, vision(pixels).cpu(), strict=True):
+                self._cache[f"image:{path}"] = Media("image", features=features)
+        vision.train(was_training)
+        self._built.clear()
+        return len(paths)
 
     def _turn(self, record: TurnRecord) -> Turn:
         media = [self.media("image", p) for p in record.images]
@@ -85,7 +113,16 @@ class DialogueDataset(Dataset):
                                  self.model.soft_token_count, target=target, text_mode=self.model.text_mode)
 
     def __getitem__(self, index: int) -> ModelInput:
-        return self._input(index, self.target_text(index))
+        built = self._built.get(index)
+        if built is None:
+            built = self._input(index, self.target_text(index))
+            if self._cache is not None:
+                self._built[index] = built
+        return built
+
+    def input_length(self, index: int) -> int:
+        """Example `index`'s encoder_length."""
+        return encoder_length(self[index], self.model)
 
 
 class PreferencePair(NamedTuple):
@@ -108,6 +145,10 @@ class PreferenceDataset(DialogueDataset):
     def __getitem__(self, index: int) -> PreferencePair:  # type: ignore[override]
         record = self.dialogues[self.examples[index][0]]
         return PreferencePair(self._input(index, record.chosen), self._input(index, record.rejected))
+
+    def input_length(self, index: int) -> int:
+        """The shared context's length (see DialogueDataset.input_length)."""
+        return encoder_length(self[index].chosen, self.model)
 
 
 def collate(items: list) -> list:

@@ -1,4 +1,5 @@
-"""Drawing training examples with weights by a tag in their dialogue's `meta` (train.sample_weights).
+"""Drawing training examples with weights by a tag in their dialogue's `meta` (train.sample_weights), and
+evaluation examples by length.
 
 A data set whose groups differ in difficulty (the demo world's task families: naming a colour is learned in a
 few hundred steps, describing a whole scene in reading order takes thousands) spends most of a fixed step
@@ -8,7 +9,7 @@ the hard ones without changing the data.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch.utils.data import Sampler
@@ -52,3 +53,19 @@ class WeightedEpochSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         yield from torch.multinomial(self.weights, len(self.weights), replacement=True, generator=generator).tolist()
+
+
+class LengthSortedSampler(Sampler[int]):
+    """Every index once, shortest example first: for evaluation, whose sums do not depend on the order, and
+    whose batches then carry little padding (random batches of the demo world are about half padding). The
+    lengths are asked for when iteration starts, not when the sampler is made."""
+
+    def __init__(self, count: int, length_of: Callable[[int], int]):
+        self.count = count
+        self.length_of = length_of
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[int]:
+        yield from sorted(range(self.count), key=self.length_of)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from mmdialog.data.dataset import DialogueDataset, collate
 from mmdialog.data.format import DialogueRecord, LoadReport, load_dialogues
 from mmdialog.data.noise import AudioSwap, ContextNoise, SentenceOnly, TokenNoise
-from mmdialog.data.sampling import WeightedEpochSampler, example_weights
+from mmdialog.data.sampling import LengthSortedSampler, WeightedEpochSampler, example_weights
 from mmdialog.device import configure_threads, cpu_has_native_bf16, precision_setting
 from mmdialog.errors import ConfigError
 from mmdialog.model import MultimodalDialogueModel
@@ -207,7 +207,7 @@ class Trainer:
         model = build_model(config)
         self.objective = build_objective(config, model, self.accelerator)
         dialogues, self.data_report = self.objective.load(settings.data, settings.skip_bad)
-        examples = self.objective.dataset(dialogues, model, speech_modes=settings.speech_modes)
+        self.examples = examples = self.objective.dataset(dialogues, model, speech_modes=settings.speech_modes)
         sampler = _weighted_sampler(settings, examples)
         self.train_set = train_set = _with_noise(config, model, examples)
         # The loader's own generator: creating an iterator must not draw from the global RNG, or a resumed
@@ -215,11 +215,12 @@ class Trainer:
         loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=sampler is None, sampler=sampler,
                             collate_fn=collate, num_workers=settings.num_workers,
                             generator=torch.Generator().manual_seed(settings.seed))
-        self.eval_loader = None
+        self.eval_loader, self.eval_set = None, None
         if settings.eval_data:
             eval_dialogues, _ = self.objective.load(settings.eval_data, settings.skip_bad)
-            self.eval_loader = DataLoader(self.objective.dataset(eval_dialogues, model), collate_fn=collate,
-                                          batch_size=settings.eval_batch_size)
+            self.eval_set = eval_set = self.objective.dataset(eval_dialogues, model)
+            self.eval_loader = DataLoader(eval_set, collate_fn=collate, batch_size=settings.eval_batch_size,
+                                          sampler=LengthSortedSampler(len(eval_set), eval_set.input_length))
         optimizer = build_optimizer(model, settings)
         micro_batches = math.ceil(len(train_set) / (settings.batch_size * self.accelerator.num_processes))
         self.steps_per_epoch = max(1, math.ceil(micro_batches / settings.gradient_accumulation))
@@ -312,6 +313,11 @@ class Trainer:
                                                       "batch_size": settings.batch_size})
         if settings.vision_pretraining.scenes and not resumed:
             self._pretrain_vision()
+        # The tower's weights are final now (pretrained, resumed, or as built): a frozen one's features are
+        # worked out once instead of at every step.
+        for dataset in (self.examples, self.eval_set):
+            if dataset is not None:
+                dataset.cache_image_features()
         self.model.train()
         progress = tqdm(total=self.total_steps, initial=state.step, desc="training",
                         disable=not accelerator.is_local_main_process)
