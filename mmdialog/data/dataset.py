@@ -147,8 +147,8 @@ class PreferenceDataset(DialogueDataset):
         return PreferencePair(self._input(index, record.chosen), self._input(index, record.rejected))
 
     def input_length(self, index: int) -> int:
-        """The shared context's length (see DialogueDataset.input_length)."""
-        return encoder_length(self[index].chosen, self.model)
+        """The shared context's length (see DialogueDataset.input_length): one input built, not the pair."""
+        return encoder_length(self._input(index, self.target_text(index)), self.model)
 
 
 def collate(items: list) -> list:

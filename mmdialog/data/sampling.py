@@ -58,14 +58,18 @@ class WeightedEpochSampler(Sampler[int]):
 class LengthSortedSampler(Sampler[int]):
     """Every index once, shortest example first: for evaluation, whose sums do not depend on the order, and
     whose batches then carry little padding (random batches of the demo world are about half padding). The
-    lengths are asked for when iteration starts, not when the sampler is made."""
+    lengths are asked for when the first iteration starts, not when the sampler is made (the trainer caches
+    image features in between), and only then: an evaluation set does not change between evaluations."""
 
     def __init__(self, count: int, length_of: Callable[[int], int]):
         self.count = count
         self.length_of = length_of
+        self._order: list[int] | None = None
 
     def __len__(self) -> int:
         return self.count
 
     def __iter__(self) -> Iterator[int]:
-        yield from sorted(range(self.count), key=self.length_of)
+        if self._order is None:
+            self._order = sorted(range(self.count), key=self.length_of)
+        yield from self._order
