@@ -24,7 +24,7 @@ demo: setup
 	$(BIN)/mmdialog serve
 
 # Retrain the shipped demo model from scratch: the synthetic world (about 4 minutes, cached), then
-# training (13 minutes on 2 CPU cores with native bf16, 21 in fp32 without it); the result replaces configs/demo_model.
+# training (13 minutes on 2 CPU cores with native bf16, 20 in fp32 without it); the result replaces configs/demo_model.
 WORLD ?= data/world
 demo-model: setup
 	$(BIN)/mmdialog synth --out $(WORLD) --seed 0 --scenes 6000
