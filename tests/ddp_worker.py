@@ -22,7 +22,9 @@ def main(data: str, output: str, batch_size: int, steps: int, *overrides: str) -
         "speech.mode=features", "decoder.config.dropout_rate=0.0",
         # Some gradients are zero in exact arithmetic (attention key biases) and ~1e-10 of summation-order
         # noise in practice; Adam with eps 1e-8 would turn that noise into full-size steps of either sign.
-        "train.adam_eps=1e-6", *overrides,
+        "train.adam_eps=1e-6",
+        # fp32 in both runs: auto picks bf16 on CPUs that compute it natively, and bf16 rounding is far above 1e-5.
+        "train.mixed_precision=no", *overrides,
     ])
     seen: list[int] = []
     original = DialogueDataset.__getitem__

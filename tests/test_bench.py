@@ -81,6 +81,8 @@ def test_training_speed_times_real_training_steps() -> None:
     from mmdialog.benchmark.training_speed import training_speed
     from mmdialog.config import load_config
 
-    speed = training_speed(load_config("tiny", ["speech.mode=features"]), steps=3, batch_size=4)
+    # fp32 pinned: auto would pick bf16 on a CPU that computes it natively.
+    config = load_config("tiny", ["speech.mode=features", "train.mixed_precision=no"])
+    speed = training_speed(config, steps=3, batch_size=4)
     assert speed["steps"] == 3 and speed["steps_per_second"] > 0 and speed["trainable_parameters"] > 0
     assert speed["mixed_precision"] == "no" and speed["device"] == "cpu"

@@ -15,7 +15,9 @@ def tiny_training_config(tmp_path, data, *overrides, out="run"):
     return load_config("tiny", [
         f"train.data={data}", f"train.output_dir={tmp_path / out}", "train.batch_size=4",
         "train.lr_projector=5e-3", "train.lr_full=5e-3", "train.log_every=2", "train.save_every=1000",
-        "speech.mode=features", *overrides,
+        "speech.mode=features",
+        # fp32 everywhere: equivalence checks compare runs exactly; auto picks bf16 on CPUs with native bf16.
+        "train.mixed_precision=no", *overrides,
     ])
 
 
