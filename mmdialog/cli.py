@@ -284,13 +284,15 @@ def evaluate(
     limit: Annotated[int | None, typer.Option(help="Score only the first N examples.")] = None,
     ablations: Annotated[bool, typer.Option("--ablations", help="Also with image features zeroed and with "
                                             "speech as features only.")] = False,
+    hear: Annotated[bool, typer.Option("--hear", help="Transcribe every clip with this config's speech settings, "
+                                       "as chat and serve do, instead of using the data's transcripts.")] = False,
 ) -> None:
     """Loss, perplexity, BLEU / chrF, ROUGE-L and exact match, by modality (and task family / form)."""
     from pathlib import Path
 
     from mmdialog.config import load_config
     from mmdialog.data.dataset import DialogueDataset
-    from mmdialog.data.format import load_dialogues
+    from mmdialog.data.format import load_dialogues, without_transcripts
     from mmdialog.errors import ConfigError
     from mmdialog.evaluation import most_frequent_answer_rate, report, score_dataset
     from mmdialog.loading import load_model
@@ -303,15 +305,22 @@ def evaluate(
     path = Path(source) / "test.jsonl" if Path(source).is_dir() else Path(source)
     model = load_model(cfg, overrides or [])
     dialogues, _ = load_dialogues(path)
+    if hear:
+        dialogues = without_transcripts(dialogues)
     results = {}
     runs = [("normal", set(), None)]
     if ablations:
         runs += [("image_zeroed", {"image"}, None), ("speech_features_only", set(), SpeechMode.features)]
     chosen_mode = model.config.speech.mode
+    # One dataset per speech mode: its cache keeps each clip's states and transcript, so runs in the same mode
+    # (normal, image zeroed) hear every clip once. Zeroing happens in the model, after the cache.
+    datasets: dict[SpeechMode, DialogueDataset] = {}
     for name, zeroed, mode in runs:
         model.zeroed_modalities = zeroed
-        model.config.speech.mode = mode or chosen_mode
-        scored = score_dataset(model, DialogueDataset(dialogues, model), limit=limit)
+        model.config.speech.mode = mode = mode or chosen_mode
+        if mode not in datasets:
+            datasets[mode] = DialogueDataset(dialogues, model)
+        scored = score_dataset(model, datasets[mode], limit=limit)
         results[name] = report(scored)
         if name == "normal":
             results["chance_by_family"] = most_frequent_answer_rate(scored)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -251,6 +251,13 @@ def load_records(path: str | Path, parse: Callable[[object, Path, str, bool], Re
     if not dialogues:
         raise DataError([f"{path}: no usable dialogue"] + report.problems[:5])
     return dialogues, report
+
+
+def without_transcripts(dialogues: list[DialogueRecord]) -> list[DialogueRecord]:
+    """The dialogues with every clip's stored transcript dropped: each clip is then heard by the model's own
+    Whisper with the config's speech settings, as `chat` and `serve` hear a question."""
+    return [replace(d, turns=[replace(t, audio=[AudioRef(a.path) for a in t.audio]) for t in d.turns])
+            for d in dialogues]
 
 
 def write_dialogues(path: str | Path, dialogues: list[dict]) -> None:
