@@ -9,14 +9,18 @@ import threading
 from pathlib import Path
 
 import pytest
+import soundfile as sf
+from typer.testing import CliRunner
 
+from mmdialog.cli import app
 from mmdialog.config import load_config
 from mmdialog.data.dataset import DialogueDataset
-from mmdialog.data.format import load_dialogues
+from mmdialog.data.format import load_dialogues, write_dialogues
 from mmdialog.evaluation import report, score_dataset
 from mmdialog.model import MultimodalDialogueModel
 from mmdialog.synth import generate_world
 from mmdialog.synth.render import draw, placed
+from mmdialog.synth.speech import PIPER_VOICES, Speaker
 from mmdialog.training.trainer import Trainer
 
 pytestmark = pytest.mark.real_weights
@@ -69,6 +73,25 @@ def test_parallel_sessions_never_see_each_others_picture(demo_pipeline, tmp_path
     for thread in threads:
         thread.join()
     assert answers == {colour: [colour] * 3 for colour in pictures}
+
+
+def test_eval_hear_listens_to_a_clip_instead_of_its_stored_transcript(tmp_path: Path) -> None:
+    draw(tmp_path / "scene.png", placed("red", "square", 0), placed("blue", "circle", 2))
+    sf.write(tmp_path / "question.wav", Speaker().say("what color is the circle?", PIPER_VOICES[1]), 16000)
+    wrong = "what color is the square?"
+    write_dialogues(tmp_path / "test.jsonl", [{"id": "heard", "turns": [
+        {"role": "user", "text": "<image> <audio>", "images": ["scene.png"],
+         "audio": [{"path": "question.wav", "transcript": wrong}]},
+        {"role": "assistant", "text": "blue"}]}])
+
+    def exact_match(*flags: str) -> float:
+        # Transcript only: the answer then depends on nothing but the words the model was given.
+        result = CliRunner().invoke(app, ["eval", "speech.mode=transcript", "--data", str(tmp_path), "--json", *flags])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output.strip().splitlines()[-1])["normal"]["overall"]["exact_match"]
+
+    assert exact_match() == 0.0  # the stored transcript asks about the red square
+    assert exact_match("--hear") == 1.0
 
 
 @pytest.mark.slow
